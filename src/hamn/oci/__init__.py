@@ -1,0 +1,1 @@
+"""Pure OCI rules (no I/O): digests, names and references, manifests."""

@@ -1,0 +1,95 @@
+"""The blob driver contract every storage backend implements.
+
+A driver stores opaque bytes under content-addressed keys and upload-session
+keys; it knows nothing of repositories, manifests or metadata. Writers follow
+Distribution's shape: append, then ``commit`` (atomic publish) or ``cancel``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+
+class StorageError(Exception):
+    """A storage backend failed; the operation may be retried."""
+
+
+class StorageNotFound(StorageError):
+    """The blob or upload does not exist (or is shorter than its recorded size)."""
+
+
+class StorageBusy(StorageError):
+    """Another writer holds the upload; the caller should retry later."""
+
+
+class UploadWriter(Protocol):
+    """Exclusive, appending access to one upload session's bytes."""
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far (the upload's offset)."""
+        ...
+
+    async def write(self, buffers: Sequence[bytes]) -> None:
+        """Append ``buffers`` in order."""
+        ...
+
+    async def truncate(self, size: int) -> None:
+        """Drop everything after ``size`` bytes (a chunk that failed part-way)."""
+        ...
+
+    async def commit(self, digest: str) -> None:
+        """Publish the upload as the blob ``digest`` atomically and release the writer."""
+        ...
+
+    async def close(self) -> None:
+        """Release the writer, keeping the upload for a later request."""
+        ...
+
+    async def cancel(self) -> None:
+        """Delete the upload's bytes and release the writer."""
+        ...
+
+
+class BlobDriver(Protocol):
+    """Content-addressed blob storage plus resumable upload sessions."""
+
+    name: str
+
+    async def stat(self, digest: str) -> int | None:
+        """The blob's size in bytes, or None when it is not stored."""
+        ...
+
+    async def open_upload(self, upload_id: str, size: int, *, create: bool) -> UploadWriter:
+        """Open the upload exclusively, positioned at ``size`` bytes.
+
+        Bytes past ``size`` (left by a request that died) are dropped. Raises
+        StorageNotFound when the upload is missing or shorter than ``size``,
+        StorageBusy when another writer holds it.
+        """
+        ...
+
+    def read_upload(self, upload_id: str, size: int) -> AsyncIterator[bytes]:
+        """The first ``size`` bytes of an upload (to rebuild its hash state)."""
+        ...
+
+    async def delete_upload(self, upload_id: str) -> None:
+        """Remove an upload's bytes if present (abandoned-upload clean-up)."""
+        ...
+
+    def read(self, digest: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """Stream ``length`` bytes (all when None) of the blob from ``offset``."""
+        ...
+
+    def local_path(self, digest: str) -> str | None:
+        """A local file path for zero-copy sends, when the backend is a local disk."""
+        ...
+
+    async def delete(self, digest: str) -> None:
+        """Remove the blob's bytes if present."""
+        ...
+
+    def list_blobs(self) -> AsyncIterator[str]:
+        """Every stored blob digest (for fsck and garbage collection)."""
+        ...

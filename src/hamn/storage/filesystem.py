@@ -1,0 +1,238 @@
+"""A local-filesystem blob driver.
+
+Key layout, the only place it is defined::
+
+    <root>/blobs/<algorithm>/<first two hex chars>/<hex>   published blob bytes
+    <root>/uploads/<upload id>                             bytes of an upload in progress
+
+Uploads become blobs by ``rename(2)``, so a blob path either holds the whole,
+verified content or does not exist: a crash never leaves a partial blob
+visible. With ``fsync`` on, the data and the directory entry are flushed
+before a commit returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import re
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from hamn.storage.base import StorageBusy, StorageNotFound, UploadWriter
+
+_UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+_DIGEST_RE = re.compile(r"^(sha256|sha512):([0-9a-f]{64}|[0-9a-f]{128})$")
+_READ_CHUNK = 1024 * 1024
+
+
+class FilesystemDriver:
+    """Blobs and uploads in a directory tree on a local disk."""
+
+    name = "filesystem"
+
+    def __init__(self, root: str, *, fsync: bool = True) -> None:
+        self.root = os.path.abspath(root)
+        self.fsync = fsync
+        self._blobs = os.path.join(self.root, "blobs")
+        self._uploads = os.path.join(self.root, "uploads")
+        os.makedirs(self._blobs, exist_ok=True)
+        os.makedirs(self._uploads, exist_ok=True)
+        # Disk I/O runs off the event loop; a few threads keep reads and writes overlapping.
+        self._io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="hamn-fs")
+
+    # -- keys -----------------------------------------------------------------
+    def blob_path(self, digest: str) -> str:
+        """The path of a blob's bytes (validated against path tricks)."""
+        m = _DIGEST_RE.match(digest)
+        if m is None:
+            raise ValueError(f"not a storable digest: {digest[:100]!r}")
+        algorithm, hexpart = m.group(1), m.group(2)
+        return os.path.join(self._blobs, algorithm, hexpart[:2], hexpart)
+
+    def upload_path(self, upload_id: str) -> str:
+        """The path of an upload's bytes (validated against path tricks)."""
+        if not _UPLOAD_ID_RE.match(upload_id):
+            raise StorageNotFound(upload_id)
+        return os.path.join(self._uploads, upload_id)
+
+    async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+
+    # -- blobs ----------------------------------------------------------------
+    async def stat(self, digest: str) -> int | None:
+        """The blob's size, or None."""
+        try:
+            return os.stat(self.blob_path(digest)).st_size
+        except FileNotFoundError:
+            return None
+
+    def local_path(self, digest: str) -> str | None:
+        """Blobs are local files: the path for zero-copy sends."""
+        return self.blob_path(digest)
+
+    async def read(
+        self, digest: str, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """Stream part or all of a blob."""
+        try:
+            fd = os.open(self.blob_path(digest), os.O_RDONLY)
+        except FileNotFoundError:
+            raise StorageNotFound(digest) from None
+        try:
+            async for chunk in self._read_fd(fd, offset, length):
+                yield chunk
+        finally:
+            os.close(fd)
+
+    async def _read_fd(self, fd: int, offset: int, length: int | None) -> AsyncIterator[bytes]:
+        remaining = length if length is not None else os.fstat(fd).st_size - offset
+        while remaining > 0:
+            chunk = await self._run(os.pread, fd, min(_READ_CHUNK, remaining), offset)
+            if not chunk:
+                raise StorageNotFound("blob shorter than expected")
+            offset += len(chunk)
+            remaining -= len(chunk)
+            yield chunk
+
+    async def delete(self, digest: str) -> None:
+        """Remove a blob's bytes."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.blob_path(digest))
+
+    async def list_blobs(self) -> AsyncIterator[str]:
+        """Every stored blob digest."""
+        for algorithm in sorted(os.listdir(self._blobs)):
+            base = os.path.join(self._blobs, algorithm)
+            for prefix in sorted(os.listdir(base)):
+                for name in sorted(os.listdir(os.path.join(base, prefix))):
+                    yield f"{algorithm}:{name}"
+
+    # -- uploads --------------------------------------------------------------
+    async def open_upload(self, upload_id: str, size: int, *, create: bool) -> UploadWriter:
+        """Open an upload exclusively at ``size`` bytes (see BlobDriver.open_upload)."""
+        path = self.upload_path(upload_id)
+        flags = os.O_RDWR | (os.O_CREAT if create else 0)
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileNotFoundError:
+            raise StorageNotFound(upload_id) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StorageBusy(upload_id) from None
+        try:
+            try:
+                same_file = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same_file = False
+            if not same_file:
+                # Committed or cancelled by the previous holder between open and lock.
+                raise StorageNotFound(upload_id)
+            actual = os.fstat(fd).st_size
+            if actual < size:
+                raise StorageNotFound(upload_id)
+            if actual > size:
+                os.ftruncate(fd, size)
+            os.lseek(fd, size, os.SEEK_SET)
+        except BaseException:
+            os.close(fd)
+            raise
+        return _FilesystemUploadWriter(self, upload_id, path, fd, size)
+
+    async def read_upload(self, upload_id: str, size: int) -> AsyncIterator[bytes]:
+        """The first ``size`` bytes of an upload."""
+        try:
+            fd = os.open(self.upload_path(upload_id), os.O_RDONLY)
+        except FileNotFoundError:
+            raise StorageNotFound(upload_id) from None
+        try:
+            async for chunk in self._read_fd(fd, 0, size):
+                yield chunk
+        finally:
+            os.close(fd)
+
+    async def delete_upload(self, upload_id: str) -> None:
+        """Remove an upload's bytes."""
+        with contextlib.suppress(FileNotFoundError, StorageNotFound):
+            os.unlink(self.upload_path(upload_id))
+
+    def _fsync_dir(self, path: str) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _publish(self, fd: int, src: str, digest: str) -> None:
+        dest = self.blob_path(digest)
+        parent = os.path.dirname(dest)
+        os.makedirs(parent, exist_ok=True)
+        if self.fsync:
+            os.fsync(fd)
+        # rename() is atomic: readers see the old state or the whole blob.
+        os.rename(src, dest)
+        if self.fsync:
+            self._fsync_dir(parent)
+
+
+class _FilesystemUploadWriter:
+    """An flock-held file descriptor on one upload."""
+
+    def __init__(self, driver: FilesystemDriver, upload_id: str, path: str, fd: int, size: int):
+        self._driver = driver
+        self._id = upload_id
+        self._path = path
+        self._fd: int | None = fd
+        self._size = size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def _require_fd(self) -> int:
+        if self._fd is None:
+            raise StorageNotFound(self._id)
+        return self._fd
+
+    def _writev(self, fd: int, buffers: Sequence[bytes]) -> None:
+        views = [memoryview(b) for b in buffers if b]
+        while views:
+            written = os.writev(fd, views[:1024])
+            while views and written >= len(views[0]):
+                written -= len(views[0])
+                views.pop(0)
+            if written and views:
+                views[0] = views[0][written:]
+
+    async def write(self, buffers: Sequence[bytes]) -> None:
+        fd = self._require_fd()
+        await self._driver._run(self._writev, fd, buffers)
+        self._size += sum(len(b) for b in buffers)
+
+    async def truncate(self, size: int) -> None:
+        fd = self._require_fd()
+        os.ftruncate(fd, size)
+        os.lseek(fd, size, os.SEEK_SET)
+        self._size = size
+
+    async def commit(self, digest: str) -> None:
+        fd = self._require_fd()
+        try:
+            await self._driver._run(self._driver._publish, fd, self._path, digest)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None
+
+    async def cancel(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path)
+            await self.close()

@@ -1,0 +1,114 @@
+"""Shared fixtures. The test tier is the folder a test lives in (unit, contract,
+api, conformance, e2e); each test is marked with it automatically.
+
+``live_registry`` starts a real ``hamn serve`` (a subprocess, embedded
+defaults, a fresh data directory, a free port) for tests that talk HTTP to a
+server the way clients do. Set ``HAMN_TEST_REGISTRY=host:port`` to aim those
+tests at a server that is already running instead (another deployment, or
+CNCF Distribution to check that a test itself is right).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+TIERS = ("unit", "contract", "api", "conformance", "e2e")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test with its tier, taken from its folder; refuse tests outside one."""
+    root = Path(__file__).parent
+    for item in items:
+        rel = Path(str(item.fspath)).resolve().relative_to(root.resolve())
+        tier = rel.parts[0]
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{rel}: tests live in one of {TIERS}")
+        item.add_marker(getattr(pytest.mark, tier))
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveRegistry:
+    """A running registry: ``host`` is ``127.0.0.1:PORT``; ``url`` its http base URL."""
+
+    host: str
+    data_dir: Path | None
+    process: subprocess.Popen[bytes] | None
+    log_path: Path | None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def log(self) -> str:
+        """The server's output so far (for failure messages)."""
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+
+def start_hamn(
+    data_dir: Path, *extra: str, port: int | None = None, env: dict[str, str] | None = None
+) -> LiveRegistry:
+    """Start ``hamn serve`` and wait until ``/v2/`` answers."""
+    port = port or free_port()
+    log_path = data_dir.parent / f"{data_dir.name}-server.log"
+    log = open(log_path, "ab")  # noqa: SIM115 - the process keeps it
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hamn", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--data-dir", str(data_dir), *extra],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+    )
+    reg = LiveRegistry(f"127.0.0.1:{port}", data_dir, proc, log_path)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"hamn serve exited with {proc.returncode}:\n{reg.log()}")
+        try:
+            if httpx.get(f"{reg.url}/v2/", timeout=1).status_code in (200, 401):
+                return reg
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"hamn serve did not answer within 30 s:\n{reg.log()}")
+
+
+def stop_hamn(reg: LiveRegistry) -> None:
+    """Stop a server started by :func:`start_hamn` (SIGTERM, then SIGKILL)."""
+    if reg.process is None or reg.process.poll() is not None:
+        return
+    reg.process.terminate()
+    try:
+        reg.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        reg.process.kill()
+        reg.process.wait()
+
+
+@pytest.fixture(scope="session")
+def live_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRegistry]:
+    """One live registry shared by a test session (per xdist worker)."""
+    external = os.environ.get("HAMN_TEST_REGISTRY")
+    if external:
+        yield LiveRegistry(external, None, None, None)
+        return
+    reg = start_hamn(tmp_path_factory.mktemp("hamn") / "data")
+    try:
+        yield reg
+    finally:
+        stop_hamn(reg)
