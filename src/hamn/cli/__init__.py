@@ -1,0 +1,1 @@
+"""The ``hamn`` command line."""

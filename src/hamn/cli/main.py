@@ -1,0 +1,122 @@
+"""``hamn``: the command line. ``hamn serve`` runs the registry."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import click
+from pydantic import ValidationError
+
+from hamn import __version__
+from hamn.config import Settings, load_settings
+from hamn.http.app import SETTINGS_ENV
+from hamn.metadata.store import MetadataStore, create_metadata_engine, migrate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hamn")
+def cli() -> None:
+    """hamn: a self-hosted container registry service modelled on Azure Container Registry."""
+
+
+def _prepare(settings: Settings) -> bool:
+    """Create the data directory, migrate the schema, ensure the default registry.
+
+    Returns True when this is the first start (the database did not exist).
+    """
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    first_start = not (settings.data_dir / "metadata.db").exists() and not settings.database_url
+    engine = create_metadata_engine(
+        settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
+    )
+    migrate(engine)
+    store = MetadataStore(engine, threads=1)
+    try:
+        if settings.default_registry:
+            asyncio.run(store.ensure_registry(settings.default_registry))
+    finally:
+        store.close()
+    return first_start
+
+
+def _banner(settings: Settings, first_start: bool) -> str:
+    address = f"{settings.host}:{settings.port}"
+    lines = [f"hamn {__version__} serving the registry API on http://{address}"]
+    lines.append(f"  data directory: {settings.data_dir.absolute()}")
+    if settings.default_registry:
+        reg = settings.default_registry
+        lines += [
+            f"  registry:       {reg} (default: {address}/<repository> reaches it;",
+            f"                  so do {reg.lower()}.{settings.domain}:{settings.port}/<repository>"
+            f" and {address}/{reg}/<repository>)",
+            "  credentials:    none; authentication is off, so anyone who can reach this",
+            "                  address can push and pull. Keep it on 127.0.0.1.",
+            "  push an image:  skopeo copy --dest-tls-verify=false "
+            f"oci:./layout:latest docker://{address}/hello:latest",
+            f"                 podman push --tls-verify=false hello docker://{address}/hello:latest",
+        ]
+    if first_start:
+        lines.append("  (first start: created the data directory and the database)")
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.option("--host", help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on (default 5000).")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Where data lives.")
+@click.option("--workers", type=int, help="Worker processes (default 2).")
+@click.option("--default-registry", help="Registry that answers plain <host>/<repo> paths.")
+@click.option("--domain", help="Login servers are <registry>.<domain> (default localhost).")
+@click.option("--config", "config_file", type=click.Path(exists=True), help="A TOML settings file.")
+def serve(
+    host: str | None,
+    port: int | None,
+    data_dir: Path | None,
+    workers: int | None,
+    default_registry: str | None,
+    domain: str | None,
+    config_file: str | None,
+) -> None:
+    """Run the registry (embedded defaults: SQLite and the local filesystem)."""
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+
+    try:
+        settings = load_settings(
+            config_file,
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            workers=workers,
+            default_registry=default_registry,
+            domain=domain,
+        )
+    except ValidationError as exc:
+        raise click.UsageError(str(exc)) from None
+    first_start = _prepare(settings)
+    click.echo(_banner(settings, first_start), err=True)
+    os.environ[SETTINGS_ENV] = settings.model_dump_json()
+    Granian(
+        "hamn.http.app:app_from_environment",
+        factory=True,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=settings.workers,
+        loop=Loops.uvloop,
+        log_level=settings.log_level,  # type: ignore[arg-type]
+        log_access=False,
+        backlog=2048,
+        respawn_failed_workers=True,
+    ).serve()
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        cli()
+    except KeyboardInterrupt:
+        sys.exit(130)

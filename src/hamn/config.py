@@ -1,0 +1,83 @@
+"""Settings: an optional TOML file, then ``HAMN_*`` environment variables, then CLI options.
+
+Validated once at start-up; the result is a frozen value handed to
+``create_app``. Nothing else in hamn reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hamn.oci.names import is_valid_registry_name
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/hamn`` (``~/.local/share/hamn``)."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return Path(base) / "hamn"
+
+
+class Settings(BaseSettings):
+    """Everything ``hamn serve`` needs to know."""
+
+    model_config = SettingsConfigDict(env_prefix="HAMN_", frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(5000, ge=1, le=65535)
+    workers: int = Field(2, ge=1, le=64)
+    data_dir: Path = Field(default_factory=default_data_dir)
+    #: Registries answer at ``<name>.<domain>[:port]`` (SPEC §3.5).
+    domain: str = "localhost"
+    #: The registry that answers when neither host nor first path segment names one.
+    default_registry: str | None = "local"
+    #: SQLAlchemy URL; empty means SQLite in the data directory.
+    database_url: str = ""
+    storage_driver: Literal["filesystem"] = "filesystem"
+    #: Root of the filesystem driver; empty means ``<data_dir>/storage``.
+    storage_root: str = ""
+    #: Flush blob data and metadata to disk before acknowledging a push.
+    fsync: bool = True
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL"] = "NORMAL"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("default_registry")
+    @classmethod
+    def _registry_name(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not is_valid_registry_name(value):
+            raise ValueError("registry names are 5-50 ASCII letters and digits")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL to connect to."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir.absolute() / 'metadata.db'}"
+
+    @property
+    def resolved_storage_root(self) -> str:
+        """The filesystem driver's root directory."""
+        return self.storage_root or str(self.data_dir.absolute() / "storage")
+
+
+def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
+    """Settings from a TOML file (optional), the environment and explicit overrides."""
+    file_values: dict[str, Any] = {}
+    path = config_file or os.environ.get("HAMN_CONFIG")
+    if path:
+        with open(path, "rb") as fh:
+            file_values = tomllib.load(fh)
+    # Keyword arguments beat the environment in pydantic-settings, so the file's
+    # values are passed only where the environment says nothing.
+    env_keys = Settings().model_fields_set
+    from_file = {k: v for k, v in file_values.items() if k not in env_keys}
+    explicit = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**{**from_file, **explicit})

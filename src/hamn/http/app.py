@@ -1,0 +1,105 @@
+"""The composition root: ``create_app(settings)`` builds the object graph once.
+
+Only this module opens stores and drivers; routes receive services. Tests build
+their own app with their own settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hamn.config import Settings
+from hamn.errors import HamnError
+from hamn.http.errors import handle_exception
+from hamn.http.v2 import DataPlane
+from hamn.metadata.store import MetadataStore, create_metadata_engine, migrate
+from hamn.services.registry import RegistryService
+from hamn.services.uploads import BlobUploadService
+from hamn.storage import create_driver
+
+SETTINGS_ENV = "HAMN_SETTINGS_JSON"
+
+_API_VERSION = (b"docker-distribution-api-version", b"registry/2.0")
+
+
+class ApiVersionHeader:
+    """Adds ``Docker-Distribution-API-Version: registry/2.0`` to every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), _API_VERSION]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
+def create_app(settings: Settings, *, run_migrations: bool = True) -> Starlette:
+    """Build hamn's ASGI application from ``settings``."""
+    os.makedirs(settings.data_dir, exist_ok=True)
+    engine = create_metadata_engine(
+        settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
+    )
+    if run_migrations:
+        migrate(engine)
+    store = MetadataStore(engine)
+    driver = create_driver(
+        settings.storage_driver, root=settings.resolved_storage_root, fsync=settings.fsync
+    )
+    registry = RegistryService(
+        store, driver, domain=settings.domain, default_registry=settings.default_registry
+    )
+    uploads = BlobUploadService(store, driver)
+    data_plane = DataPlane(registry, uploads)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        if settings.default_registry:
+            await store.ensure_registry(settings.default_registry)
+        yield
+        store.close()
+
+    async def healthz(_: Request) -> Response:
+        return Response(b"ok\n", media_type="text/plain")
+
+    async def readyz(_: Request) -> Response:
+        await store.count("registries")
+        return Response(b"ready\n", media_type="text/plain")
+
+    methods = ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"]
+    app = Starlette(
+        routes=[
+            Route("/v2/", data_plane.base, methods=["GET", "HEAD"]),
+            Route("/v2/_catalog", data_plane.catalog, methods=["GET"]),
+            Route("/v2/{rest:path}", data_plane.dispatch, methods=methods),
+            Route("/healthz", healthz, methods=["GET", "HEAD"]),
+            Route("/readyz", readyz, methods=["GET", "HEAD"]),
+        ],
+        exception_handlers={HamnError: handle_exception, Exception: handle_exception},
+        lifespan=lifespan,
+    )
+    app.add_middleware(ApiVersionHeader)
+    return app
+
+
+def app_from_environment() -> ASGIApp:
+    """Factory for granian workers: settings come from the parent ``hamn serve``."""
+    raw = os.environ.get(SETTINGS_ENV)
+    settings = Settings.model_validate_json(raw) if raw else Settings()
+    # ``hamn serve`` migrated the schema before starting the workers.
+    return create_app(settings, run_migrations=False)

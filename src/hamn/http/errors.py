@@ -1,0 +1,46 @@
+"""Rendering errors: every protocol error leaves hamn through :func:`error_response`."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from hamn.errors import UNAVAILABLE, UNKNOWN, HamnError
+from hamn.storage.base import StorageError
+
+log = logging.getLogger("hamn.http")
+
+
+def to_hamn_error(exc: BaseException) -> HamnError:
+    """Map any exception onto a protocol error (the one place this happens)."""
+    if isinstance(exc, HamnError):
+        return exc
+    if isinstance(exc, StorageError):
+        return HamnError(
+            UNAVAILABLE, "blob storage is not answering; retry", headers={"Retry-After": "2"}
+        )
+    return HamnError(UNKNOWN, "internal error; the server log has the details")
+
+
+def error_response(err: HamnError, *, head: bool = False) -> Response:
+    """The spec's ``{"errors": [...]}`` envelope with the code's HTTP status."""
+    entry: dict[str, object] = {"code": err.code.code, "message": err.message}
+    if err.detail is not None:
+        entry["detail"] = err.detail
+    body = orjson.dumps({"errors": [entry]})
+    headers = dict(err.headers)
+    if head:
+        headers["Content-Length"] = str(len(body))
+        body = b""
+    return Response(body, status_code=err.status, headers=headers, media_type="application/json")
+
+
+async def handle_exception(request: Request, exc: Exception) -> Response:
+    """Starlette exception handler for every error raised by a route."""
+    err = to_hamn_error(exc)
+    if err.status >= 500:
+        log.error("request failed: %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(err, head=request.method == "HEAD")

@@ -1,0 +1,321 @@
+"""The OCI Distribution / Docker Registry HTTP API V2 routes (``/v2/...``).
+
+Each handler parses the request, calls one service and renders the result.
+Routing of ``/v2/<name>/...`` is done here with one anchored pattern, because
+repository names contain slashes and may even contain ``blobs`` or
+``manifests`` as components.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import quote, urlencode
+
+import orjson
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import FileResponse, Response, StreamingResponse
+
+from hamn.errors import (
+    BLOB_UPLOAD_INVALID,
+    BODY_INCOMPLETE,
+    DIGEST_INVALID,
+    NOT_FOUND,
+    UNSUPPORTED,
+    HamnError,
+)
+from hamn.oci.manifest import MAX_MANIFEST_BYTES, OCI_INDEX
+from hamn.errors import MANIFEST_TOO_LARGE
+from hamn.services.registry import Blob, RegistryService, Target
+from hamn.services.uploads import BlobUploadService
+
+_ROUTE = re.compile(
+    r"^/v2/(?P<name>.+?)/(?:"
+    r"(?P<tags>tags/list)"
+    r"|manifests/(?P<reference>[^/]+)"
+    r"|blobs/uploads/(?P<upload>[^/]*)"
+    r"|blobs/(?P<digest>[^/]+)"
+    r"|referrers/(?P<subject>[^/]+)"
+    r")$"
+)
+_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+
+Handler = Callable[[Request, Target, str, str], Awaitable[Response]]
+
+
+def _headers(**values: str) -> dict[str, str]:
+    return {k.replace("_", "-"): v for k, v in values.items()}
+
+
+def _content_length(request: Request) -> int | None:
+    value = request.headers.get("content-length")
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise HamnError(BLOB_UPLOAD_INVALID, "Content-Length must be a whole number")
+    return int(value)
+
+
+def _content_range(request: Request) -> tuple[int, int] | None:
+    value = request.headers.get("content-range")
+    if value is None:
+        return None
+    m = _CONTENT_RANGE.match(value.strip())
+    if m is None:
+        raise HamnError(
+            BLOB_UPLOAD_INVALID, "Content-Range must be '<first>-<last>'", detail={"range": value[:100]}
+        )
+    return int(m.group(1)), int(m.group(2))
+
+
+async def _body(request: Request) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in request.stream():
+            yield chunk
+    except ClientDisconnect:
+        raise HamnError(BODY_INCOMPLETE) from None
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = _content_length(request)
+    if declared is not None and declared > limit:
+        raise HamnError(
+            MANIFEST_TOO_LARGE,
+            f"manifest is {declared} bytes; the limit is {limit} bytes (4 MiB)",
+            detail={"size": declared, "limit": limit},
+        )
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in _body(request):
+        size += len(chunk)
+        if size > limit:
+            raise HamnError(
+                MANIFEST_TOO_LARGE,
+                f"manifest is larger than the limit of {limit} bytes (4 MiB)",
+                detail={"limit": limit},
+            )
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _range_header(size: int) -> str:
+    return f"0-{max(size - 1, 0)}"
+
+
+class DataPlane:
+    """The ``/v2/`` API over the registry and upload services."""
+
+    def __init__(self, registry: RegistryService, uploads: BlobUploadService) -> None:
+        self.registry = registry
+        self.uploads = uploads
+        self._routes: dict[tuple[str, str], Handler] = {
+            ("manifest", "GET"): self.get_manifest,
+            ("manifest", "HEAD"): self.get_manifest,
+            ("manifest", "PUT"): self.put_manifest,
+            ("manifest", "DELETE"): self.delete_manifest,
+            ("blob", "GET"): self.get_blob,
+            ("blob", "HEAD"): self.get_blob,
+            ("blob", "DELETE"): self.delete_blob,
+            ("uploads", "POST"): self.start_upload,
+            ("upload", "GET"): self.upload_status,
+            ("upload", "PATCH"): self.patch_upload,
+            ("upload", "PUT"): self.put_upload,
+            ("upload", "DELETE"): self.cancel_upload,
+            ("tags", "GET"): self.list_tags,
+            ("referrers", "GET"): self.referrers,
+        }
+
+    # -- entry points ------------------------------------------------------------
+    async def base(self, request: Request) -> Response:
+        """``GET /v2/``: the API version check."""
+        await self.registry.resolve_registry(request.headers.get("host"))
+        return Response(b"{}", media_type="application/json")
+
+    async def catalog(self, request: Request) -> Response:
+        """``GET /v2/_catalog``: repository names, paginated."""
+        registry = await self.registry.resolve_registry(request.headers.get("host"))
+        n = self.registry.page_size(request.query_params.get("n"))
+        last = request.query_params.get("last")
+        names = await self.registry.catalog(registry, n, last)
+        headers = {}
+        if n and len(names) == n:
+            headers["Link"] = f'</v2/_catalog?{urlencode({"n": n, "last": names[-1]})}>; rel="next"'
+        return Response(
+            orjson.dumps({"repositories": names}), media_type="application/json", headers=headers
+        )
+
+    async def dispatch(self, request: Request) -> Response:
+        """Route ``/v2/<name>/...`` to its handler."""
+        m = _ROUTE.match(request.url.path)
+        if m is None:
+            raise HamnError(NOT_FOUND, "no such endpoint in the registry API")
+        if m["tags"]:
+            kind, arg = "tags", ""
+        elif m["reference"] is not None:
+            kind, arg = "manifest", m["reference"]
+        elif m["upload"] is not None:
+            kind, arg = ("upload", m["upload"]) if m["upload"] else ("uploads", "")
+        elif m["digest"] is not None:
+            kind, arg = "blob", m["digest"]
+        else:
+            kind, arg = "referrers", m["subject"]
+        handler = self._routes.get((kind, request.method))
+        if handler is None:
+            raise HamnError(UNSUPPORTED, f"{request.method} is not supported on this endpoint")
+        name = m["name"]
+        target = await self.registry.resolve(request.headers.get("host"), name)
+        return await handler(request, target, name, arg)
+
+    # -- manifests ---------------------------------------------------------------
+    async def get_manifest(self, request: Request, target: Target, name: str, ref: str) -> Response:
+        if request.method == "HEAD":
+            record = await self.registry.head_manifest(target, ref)
+            headers = _headers(
+                Content_Length=str(record.size),
+                Docker_Content_Digest=record.digest,
+                ETag=f'"{record.digest}"',
+            )
+            return Response(b"", media_type=record.media_type, headers=headers)
+        manifest = await self.registry.get_manifest(target, ref)
+        headers = _headers(
+            Docker_Content_Digest=manifest.record.digest, ETag=f'"{manifest.record.digest}"'
+        )
+        return Response(manifest.content, media_type=manifest.record.media_type, headers=headers)
+
+    async def put_manifest(self, request: Request, target: Target, name: str, ref: str) -> Response:
+        body = await _read_limited(request, MAX_MANIFEST_BYTES)
+        stored = await self.registry.put_manifest(
+            target, ref, request.headers.get("content-type"), body
+        )
+        headers = _headers(
+            Location=f"/v2/{name}/manifests/{stored.digest}", Docker_Content_Digest=stored.digest
+        )
+        if stored.subject_digest:
+            headers["OCI-Subject"] = stored.subject_digest
+        return Response(b"", status_code=201, headers=headers)
+
+    async def delete_manifest(
+        self, request: Request, target: Target, name: str, ref: str
+    ) -> Response:
+        await self.registry.delete_manifest(target, ref)
+        return Response(b"", status_code=202)
+
+    # -- blobs -------------------------------------------------------------------
+    async def get_blob(self, request: Request, target: Target, name: str, digest: str) -> Response:
+        blob = await self.registry.stat_blob(target, digest)
+        headers = _headers(
+            Docker_Content_Digest=blob.digest, ETag=f'"{blob.digest}"', Accept_Ranges="bytes"
+        )
+        if request.method == "HEAD":
+            headers["Content-Length"] = str(blob.size)
+            return Response(b"", media_type="application/octet-stream", headers=headers)
+        if blob.path is not None:
+            # Zero-copy: granian sends the file itself (ASGI pathsend) unless a Range is asked.
+            return FileResponse(blob.path, media_type="application/octet-stream", headers=headers)
+        return self._stream_blob(blob, headers)
+
+    def _stream_blob(self, blob: Blob, headers: dict[str, str]) -> Response:
+        headers["Content-Length"] = str(blob.size)
+        return StreamingResponse(
+            self.registry.read_blob(blob), media_type="application/octet-stream", headers=headers
+        )
+
+    async def delete_blob(self, request: Request, target: Target, name: str, digest: str) -> Response:
+        await self.registry.delete_blob(target, digest)
+        return Response(b"", status_code=202)
+
+    # -- uploads -----------------------------------------------------------------
+    def _upload_headers(self, name: str, upload_id: str, size: int) -> dict[str, str]:
+        return _headers(
+            Location=f"/v2/{name}/blobs/uploads/{upload_id}",
+            Range=_range_header(size),
+            Docker_Upload_UUID=upload_id,
+        )
+
+    def _blob_created(self, name: str, digest: str) -> Response:
+        headers = _headers(Location=f"/v2/{name}/blobs/{digest}", Docker_Content_Digest=digest)
+        return Response(b"", status_code=201, headers=headers)
+
+    async def start_upload(self, request: Request, target: Target, name: str, _: str) -> Response:
+        params = request.query_params
+        mount = params.get("mount")
+        if mount:
+            source = params.get("from")
+            mounted = None
+            if source:
+                origin = await self.registry.resolve(request.headers.get("host"), source)
+                if origin.registry.id == target.registry.id:
+                    mounted = await self.uploads.mount(target, mount, origin.repository)
+            else:
+                mounted = await self.uploads.mount(target, mount, None)
+            if mounted is not None:
+                return self._blob_created(name, mounted.digest)
+        digest = params.get("digest")
+        if digest:
+            blob = await self.uploads.upload_whole(
+                target, digest, _body(request), _content_length(request)
+            )
+            return self._blob_created(name, blob.digest)
+        status = await self.uploads.start(target)
+        return Response(
+            b"", status_code=202, headers=self._upload_headers(name, status.id, status.size)
+        )
+
+    async def upload_status(self, request: Request, target: Target, name: str, uid: str) -> Response:
+        status = await self.uploads.status(target, uid)
+        return Response(
+            b"", status_code=204, headers=self._upload_headers(name, status.id, status.size)
+        )
+
+    async def patch_upload(self, request: Request, target: Target, name: str, uid: str) -> Response:
+        status = await self.uploads.append(
+            target,
+            uid,
+            _body(request),
+            content_range=_content_range(request),
+            content_length=_content_length(request),
+        )
+        return Response(
+            b"", status_code=202, headers=self._upload_headers(name, status.id, status.size)
+        )
+
+    async def put_upload(self, request: Request, target: Target, name: str, uid: str) -> Response:
+        digest = request.query_params.get("digest")
+        if not digest:
+            raise HamnError(
+                DIGEST_INVALID, "completing an upload needs the blob's digest as ?digest=<digest>"
+            )
+        blob = await self.uploads.complete(
+            target,
+            uid,
+            digest,
+            _body(request),
+            content_range=_content_range(request),
+            content_length=_content_length(request),
+        )
+        return self._blob_created(name, blob.digest)
+
+    async def cancel_upload(self, request: Request, target: Target, name: str, uid: str) -> Response:
+        await self.uploads.cancel(target, uid)
+        return Response(b"", status_code=204)
+
+    # -- discovery -----------------------------------------------------------------
+    async def list_tags(self, request: Request, target: Target, name: str, _: str) -> Response:
+        n = self.registry.page_size(request.query_params.get("n"))
+        last = request.query_params.get("last")
+        tags = await self.registry.list_tags(target, n, last)
+        headers = {}
+        if n and len(tags) == n:
+            query = urlencode({"n": n, "last": tags[-1]})
+            headers["Link"] = f'</v2/{quote(name)}/tags/list?{query}>; rel="next"'
+        return Response(
+            orjson.dumps({"name": name, "tags": tags}),
+            media_type="application/json",
+            headers=headers,
+        )
+
+    async def referrers(self, request: Request, target: Target, name: str, subject: str) -> Response:
+        artifact_type = request.query_params.get("artifactType")
+        body = await self.registry.referrers(target, subject, artifact_type)
+        headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
+        return Response(body, media_type=OCI_INDEX, headers=headers)

@@ -1,0 +1,1 @@
+"""Everything that is not blob bytes: one schema, versioned migrations, one store."""

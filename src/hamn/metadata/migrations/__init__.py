@@ -1,0 +1,1 @@
+"""Alembic migrations for the metadata schema (SQLite and PostgreSQL)."""

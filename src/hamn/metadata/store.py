@@ -1,0 +1,592 @@
+"""The metadata store: transactional queries returning plain values.
+
+Queries are synchronous SQLAlchemy Core, run on a small thread pool so the
+event loop never waits on the database. Every write that must be all-or-nothing
+(a manifest with its references and tag, a blob link with its repository) is one
+transaction; on SQLite, write transactions start with ``BEGIN IMMEDIATE`` so
+two writers queue on the lock instead of failing an upgrade mid-transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import orjson
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from hamn.metadata import schema as t
+from hamn.metadata.models import ManifestRecord, Referrer, Registry, Upload
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class MissingReferences(Exception):
+    """A manifest names blobs or manifests that the repository does not hold."""
+
+    def __init__(self, blobs: Sequence[str], manifests: Sequence[str]) -> None:
+        super().__init__(f"missing blobs {list(blobs)} and manifests {list(manifests)}")
+        self.blobs = list(blobs)
+        self.manifests = list(manifests)
+
+
+class UploadConflict(Exception):
+    """The upload's offset moved under us (another request wrote to it)."""
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything hamn stores is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def create_metadata_engine(url: str, *, sqlite_synchronous: str = "NORMAL") -> Engine:
+    """An engine for ``url`` with hamn's connection settings (WAL, busy timeout, FKs on SQLite)."""
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=8,
+            max_overflow=8,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Autocommit at the driver level: SQLAlchemy's "begin" hook issues BEGIN itself.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA synchronous={sqlite_synchronous}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            mode = conn.get_execution_options().get("hamn_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if mode else "BEGIN")
+
+        return engine
+    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest version (idempotent; safe with several processes)."""
+    cfg = AlembicConfig()
+    cfg.set_main_option(
+        "script_location", str(resources.files("hamn.metadata").joinpath("migrations"))
+    )
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            # Serialise concurrent starters on SQLite's write lock.
+            conn = conn.execution_options(hamn_write=True)
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+        conn.commit()
+
+
+def _threaded(
+    fn: Callable[Concatenate[MetadataStore, P], R],
+) -> Callable[Concatenate[MetadataStore, P], Any]:
+    """Run a synchronous store method on the store's thread pool, awaitably."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: MetadataStore, *args: P.args, **kwargs: P.kwargs) -> R:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, self, *args, **kwargs))
+
+    return wrapper
+
+
+class MetadataStore:
+    """All metadata reads and writes hamn's services need."""
+
+    def __init__(self, engine: Engine, *, threads: int = 8) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hamn-db")
+        self._insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
+
+    def close(self) -> None:
+        """Release connections and threads."""
+        self._pool.shutdown(wait=True)
+        self.engine.dispose()
+
+    def _write(self) -> Any:
+        return self.engine.connect().execution_options(hamn_write=True)
+
+    # -- registries -------------------------------------------------------------
+    @_threaded
+    def ensure_registry(self, name: str) -> Registry:
+        """The registry ``name``, created if it does not exist."""
+        with self._write() as conn, conn.begin():
+            conn.execute(
+                self._insert(t.registries)
+                .values(name=name, name_key=name.lower(), created_at=utcnow())
+                .on_conflict_do_nothing(index_elements=["name_key"])
+            )
+            row = conn.execute(
+                select(t.registries).where(t.registries.c.name_key == name.lower())
+            ).one()
+        return Registry(row.id, row.name, _aware(row.created_at))
+
+    @_threaded
+    def get_registry(self, name: str) -> Registry | None:
+        """The registry named ``name`` (case-insensitive), or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.registries.c.id, t.registries.c.name, t.registries.c.created_at).where(
+                    t.registries.c.name_key == name.lower()
+                )
+            ).first()
+        return Registry(row.id, row.name, _aware(row.created_at)) if row else None
+
+    # -- repositories -----------------------------------------------------------
+    @staticmethod
+    def _repo_id(conn: Connection, registry_id: int, repository: str) -> int | None:
+        return conn.execute(
+            select(t.repositories.c.id).where(
+                t.repositories.c.registry_id == registry_id, t.repositories.c.name == repository
+            )
+        ).scalar()
+
+    def _ensure_repo(self, conn: Connection, registry_id: int, repository: str) -> int:
+        now = utcnow()
+        conn.execute(
+            self._insert(t.repositories)
+            .values(registry_id=registry_id, name=repository, created_at=now, updated_at=now)
+            .on_conflict_do_nothing(index_elements=["registry_id", "name"])
+        )
+        repo_id = self._repo_id(conn, registry_id, repository)
+        assert repo_id is not None
+        return repo_id
+
+    @_threaded
+    def repository_exists(self, registry_id: int, repository: str) -> bool:
+        """Whether the repository holds (or held) content."""
+        with self.engine.connect() as conn:
+            return self._repo_id(conn, registry_id, repository) is not None
+
+    @_threaded
+    def list_repositories(self, registry_id: int, limit: int | None, last: str | None) -> list[str]:
+        """Repository names in lexical order after ``last``, at most ``limit``."""
+        q = select(t.repositories.c.name).where(t.repositories.c.registry_id == registry_id)
+        if last:
+            q = q.where(t.repositories.c.name > last)
+        q = q.order_by(t.repositories.c.name)
+        if limit is not None:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            return list(conn.execute(q).scalars())
+
+    # -- blobs ------------------------------------------------------------------
+    @_threaded
+    def linked_blob_size(self, registry_id: int, repository: str, digest: str) -> int | None:
+        """The blob's size if the repository may serve it, else None."""
+        q = (
+            select(t.blobs.c.size)
+            .select_from(
+                t.repositories.join(
+                    t.repository_blobs, t.repository_blobs.c.repository_id == t.repositories.c.id
+                ).join(t.blobs, t.blobs.c.digest == t.repository_blobs.c.digest)
+            )
+            .where(
+                t.repositories.c.registry_id == registry_id,
+                t.repositories.c.name == repository,
+                t.repository_blobs.c.digest == digest,
+            )
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(q).scalar()
+
+    @_threaded
+    def blob_size_in_registry(
+        self, registry_id: int, digest: str, repository: str | None = None
+    ) -> int | None:
+        """The blob's size if any repository of the registry (or ``repository``) links it."""
+        q = (
+            select(t.blobs.c.size)
+            .select_from(
+                t.repository_blobs.join(
+                    t.repositories, t.repositories.c.id == t.repository_blobs.c.repository_id
+                ).join(t.blobs, t.blobs.c.digest == t.repository_blobs.c.digest)
+            )
+            .where(t.repositories.c.registry_id == registry_id, t.repository_blobs.c.digest == digest)
+            .limit(1)
+        )
+        if repository is not None:
+            q = q.where(t.repositories.c.name == repository)
+        with self.engine.connect() as conn:
+            return conn.execute(q).scalar()
+
+    @_threaded
+    def link_blob(self, registry_id: int, repository: str, digest: str, size: int) -> None:
+        """Record the blob (once per storage) and let the repository serve it."""
+        now = utcnow()
+        with self._write() as conn, conn.begin():
+            repo_id = self._ensure_repo(conn, registry_id, repository)
+            conn.execute(
+                self._insert(t.blobs)
+                .values(digest=digest, size=size, created_at=now)
+                .on_conflict_do_nothing(index_elements=["digest"])
+            )
+            conn.execute(
+                self._insert(t.repository_blobs)
+                .values(repository_id=repo_id, digest=digest, created_at=now)
+                .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+            )
+
+    @_threaded
+    def unlink_blob(self, registry_id: int, repository: str, digest: str) -> bool:
+        """Stop the repository serving the blob; False if it did not."""
+        with self._write() as conn, conn.begin():
+            repo_id = self._repo_id(conn, registry_id, repository)
+            if repo_id is None:
+                return False
+            result = conn.execute(
+                delete(t.repository_blobs).where(
+                    t.repository_blobs.c.repository_id == repo_id,
+                    t.repository_blobs.c.digest == digest,
+                )
+            )
+            return bool(result.rowcount)
+
+    # -- manifests --------------------------------------------------------------
+    _MANIFEST_COLS = (
+        t.manifests.c.id,
+        t.manifests.c.digest,
+        t.manifests.c.media_type,
+        t.manifests.c.size,
+        t.manifests.c.artifact_type,
+        t.manifests.c.subject_digest,
+        t.manifests.c.created_at,
+    )
+
+    @staticmethod
+    def _manifest(row: Any) -> ManifestRecord:
+        return ManifestRecord(
+            row.id,
+            row.digest,
+            row.media_type,
+            row.size,
+            row.artifact_type,
+            row.subject_digest,
+            _aware(row.created_at),
+        )
+
+    @_threaded
+    def get_manifest(
+        self, registry_id: int, repository: str, *, digest: str | None = None, tag: str | None = None
+    ) -> ManifestRecord | None:
+        """The manifest the tag points to, or with the digest, in the repository."""
+        base = t.repositories.join(t.manifests, t.manifests.c.repository_id == t.repositories.c.id)
+        if tag is not None:
+            base = base.join(
+                t.tags,
+                and_(
+                    t.tags.c.repository_id == t.repositories.c.id,
+                    t.tags.c.manifest_id == t.manifests.c.id,
+                ),
+            )
+        q = (
+            select(*self._MANIFEST_COLS)
+            .select_from(base)
+            .where(t.repositories.c.registry_id == registry_id, t.repositories.c.name == repository)
+        )
+        q = q.where(t.tags.c.name == tag) if tag is not None else q.where(t.manifests.c.digest == digest)
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        return self._manifest(row) if row else None
+
+    @_threaded
+    def manifest_content(self, manifest_id: int) -> bytes | None:
+        """The stored bytes of a manifest."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(t.manifests.c.content).where(t.manifests.c.id == manifest_id)
+            ).scalar()
+
+    @_threaded
+    def put_manifest(
+        self,
+        registry_id: int,
+        repository: str,
+        *,
+        digest: str,
+        media_type: str,
+        artifact_type: str | None,
+        subject_digest: str | None,
+        content: bytes,
+        annotations: dict[str, str] | None,
+        blobs: Iterable[str],
+        children: Iterable[str],
+        tag: str | None,
+    ) -> None:
+        """Store a manifest with its references, and point ``tag`` at it, in one transaction.
+
+        Raises MissingReferences (and stores nothing) when a referenced blob is
+        not linked to the repository or a child manifest is not in it.
+        """
+        blob_set, child_set = set(blobs), set(children)
+        now = utcnow()
+        with self._write() as conn, conn.begin():
+            repo_id = self._ensure_repo(conn, registry_id, repository)
+            missing_blobs: list[str] = []
+            if blob_set:
+                have = set(
+                    conn.execute(
+                        select(t.repository_blobs.c.digest).where(
+                            t.repository_blobs.c.repository_id == repo_id,
+                            t.repository_blobs.c.digest.in_(blob_set),
+                        )
+                    ).scalars()
+                )
+                missing_blobs = sorted(blob_set - have)
+            missing_children: list[str] = []
+            if child_set:
+                have = set(
+                    conn.execute(
+                        select(t.manifests.c.digest).where(
+                            t.manifests.c.repository_id == repo_id,
+                            t.manifests.c.digest.in_(child_set),
+                        )
+                    ).scalars()
+                )
+                missing_children = sorted(child_set - have)
+            if missing_blobs or missing_children:
+                raise MissingReferences(missing_blobs, missing_children)
+            conn.execute(
+                self._insert(t.manifests)
+                .values(
+                    repository_id=repo_id,
+                    digest=digest,
+                    media_type=media_type,
+                    artifact_type=artifact_type,
+                    subject_digest=subject_digest,
+                    size=len(content),
+                    content=content,
+                    annotations=orjson.dumps(annotations).decode() if annotations else None,
+                    created_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+            )
+            manifest_id = conn.execute(
+                select(t.manifests.c.id).where(
+                    t.manifests.c.repository_id == repo_id, t.manifests.c.digest == digest
+                )
+            ).scalar_one()
+            if blob_set:
+                conn.execute(
+                    self._insert(t.manifest_blobs)
+                    .on_conflict_do_nothing(index_elements=["manifest_id", "digest"]),
+                    [{"manifest_id": manifest_id, "digest": d} for d in sorted(blob_set)],
+                )
+            if child_set:
+                conn.execute(
+                    self._insert(t.manifest_children)
+                    .on_conflict_do_nothing(index_elements=["manifest_id", "child_digest"]),
+                    [{"manifest_id": manifest_id, "child_digest": d} for d in sorted(child_set)],
+                )
+            if tag is not None:
+                stmt = self._insert(t.tags).values(
+                    repository_id=repo_id, name=tag, manifest_id=manifest_id, updated_at=now
+                )
+                conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["repository_id", "name"],
+                        set_={"manifest_id": manifest_id, "updated_at": now},
+                    )
+                )
+            conn.execute(
+                update(t.repositories).where(t.repositories.c.id == repo_id).values(updated_at=now)
+            )
+
+    @_threaded
+    def delete_manifest(self, registry_id: int, repository: str, digest: str) -> bool:
+        """Delete the manifest and every tag pointing at it; False if absent."""
+        with self._write() as conn, conn.begin():
+            repo_id = self._repo_id(conn, registry_id, repository)
+            if repo_id is None:
+                return False
+            manifest_id = conn.execute(
+                select(t.manifests.c.id).where(
+                    t.manifests.c.repository_id == repo_id, t.manifests.c.digest == digest
+                )
+            ).scalar()
+            if manifest_id is None:
+                return False
+            conn.execute(delete(t.tags).where(t.tags.c.manifest_id == manifest_id))
+            conn.execute(delete(t.manifest_blobs).where(t.manifest_blobs.c.manifest_id == manifest_id))
+            conn.execute(
+                delete(t.manifest_children).where(t.manifest_children.c.manifest_id == manifest_id)
+            )
+            conn.execute(delete(t.manifests).where(t.manifests.c.id == manifest_id))
+            return True
+
+    @_threaded
+    def delete_tag(self, registry_id: int, repository: str, tag: str) -> bool:
+        """Remove a tag (the manifest stays); False if absent."""
+        with self._write() as conn, conn.begin():
+            repo_id = self._repo_id(conn, registry_id, repository)
+            if repo_id is None:
+                return False
+            result = conn.execute(
+                delete(t.tags).where(t.tags.c.repository_id == repo_id, t.tags.c.name == tag)
+            )
+            return bool(result.rowcount)
+
+    @_threaded
+    def list_tags(
+        self, registry_id: int, repository: str, limit: int | None, last: str | None
+    ) -> list[str] | None:
+        """Tags in lexical order after ``last``, at most ``limit``; None if no such repository."""
+        with self.engine.connect() as conn:
+            repo_id = self._repo_id(conn, registry_id, repository)
+            if repo_id is None:
+                return None
+            q = select(t.tags.c.name).where(t.tags.c.repository_id == repo_id)
+            if last:
+                q = q.where(t.tags.c.name > last)
+            q = q.order_by(t.tags.c.name)
+            if limit is not None:
+                q = q.limit(limit)
+            return list(conn.execute(q).scalars())
+
+    @_threaded
+    def referrers(
+        self, registry_id: int, repository: str, subject_digest: str
+    ) -> list[Referrer] | None:
+        """Manifests in the repository whose subject is ``subject_digest``; None if no repository."""
+        with self.engine.connect() as conn:
+            repo_id = self._repo_id(conn, registry_id, repository)
+            if repo_id is None:
+                return None
+            rows = conn.execute(
+                select(
+                    t.manifests.c.digest,
+                    t.manifests.c.media_type,
+                    t.manifests.c.size,
+                    t.manifests.c.artifact_type,
+                    t.manifests.c.annotations,
+                )
+                .where(
+                    t.manifests.c.repository_id == repo_id,
+                    t.manifests.c.subject_digest == subject_digest,
+                )
+                .order_by(t.manifests.c.created_at, t.manifests.c.digest)
+            ).all()
+        return [
+            Referrer(
+                r.digest,
+                r.media_type,
+                r.size,
+                r.artifact_type,
+                orjson.loads(r.annotations) if r.annotations else None,
+            )
+            for r in rows
+        ]
+
+    # -- uploads ----------------------------------------------------------------
+    @_threaded
+    def create_upload(self, upload_id: str, registry_id: int, repository: str) -> Upload:
+        """Record a new upload session at offset 0."""
+        now = utcnow()
+        with self._write() as conn, conn.begin():
+            conn.execute(
+                t.uploads.insert().values(
+                    id=upload_id,
+                    registry_id=registry_id,
+                    repository=repository,
+                    size=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        return Upload(upload_id, registry_id, repository, 0, now, now)
+
+    @_threaded
+    def get_upload(self, upload_id: str) -> Upload | None:
+        """The upload session, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.uploads).where(t.uploads.c.id == upload_id)).first()
+        if row is None:
+            return None
+        return Upload(
+            row.id, row.registry_id, row.repository, row.size, _aware(row.created_at),
+            _aware(row.updated_at),
+        )
+
+    @_threaded
+    def advance_upload(self, upload_id: str, old_size: int, new_size: int) -> None:
+        """Move the acknowledged offset from ``old_size`` to ``new_size`` (compare-and-set)."""
+        with self._write() as conn, conn.begin():
+            result = conn.execute(
+                update(t.uploads)
+                .where(t.uploads.c.id == upload_id, t.uploads.c.size == old_size)
+                .values(size=new_size, updated_at=utcnow())
+            )
+            if not result.rowcount:
+                raise UploadConflict(upload_id)
+
+    @_threaded
+    def finish_upload(
+        self, upload_id: str, registry_id: int, repository: str, digest: str, size: int
+    ) -> None:
+        """Link a just-published blob into the repository and end its upload, atomically."""
+        now = utcnow()
+        with self._write() as conn, conn.begin():
+            repo_id = self._ensure_repo(conn, registry_id, repository)
+            conn.execute(
+                self._insert(t.blobs)
+                .values(digest=digest, size=size, created_at=now)
+                .on_conflict_do_nothing(index_elements=["digest"])
+            )
+            conn.execute(
+                self._insert(t.repository_blobs)
+                .values(repository_id=repo_id, digest=digest, created_at=now)
+                .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+            )
+            conn.execute(delete(t.uploads).where(t.uploads.c.id == upload_id))
+
+    @_threaded
+    def delete_upload(self, upload_id: str) -> bool:
+        """Forget an upload session; False if it was not there."""
+        with self._write() as conn, conn.begin():
+            return bool(conn.execute(delete(t.uploads).where(t.uploads.c.id == upload_id)).rowcount)
+
+    @_threaded
+    def count(self, table: str) -> int:
+        """Rows in a table (for tests and health checks)."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(t.metadata.tables[table])).scalar_one())
+
+
+def sqlite_url(data_dir: str) -> str:
+    """The SQLite URL of the embedded default database in ``data_dir``."""
+    return f"sqlite:///{os.path.join(os.path.abspath(data_dir), 'metadata.db')}"
+
+
+__all__ = [
+    "IntegrityError",
+    "MetadataStore",
+    "MissingReferences",
+    "UploadConflict",
+    "create_metadata_engine",
+    "migrate",
+    "sqlite_url",
+]

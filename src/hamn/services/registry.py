@@ -1,0 +1,367 @@
+"""The registry's read and write use cases: routing, manifests, tags, blobs, referrers.
+
+Takes its collaborators (the metadata store, the blob driver) explicitly and
+returns plain values; raises :class:`hamn.errors.HamnError` for every outcome a
+client must see as a protocol error.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import orjson
+
+from hamn.errors import (
+    BLOB_UNKNOWN,
+    DIGEST_INVALID,
+    MANIFEST_BLOB_UNKNOWN,
+    MANIFEST_UNKNOWN,
+    NAME_UNKNOWN,
+    PAGINATION_INVALID,
+    HamnError,
+)
+from hamn.metadata.models import ManifestRecord, Registry
+from hamn.metadata.store import MetadataStore, MissingReferences
+from hamn.oci.digest import digest_bytes, is_digest, parse_digest
+from hamn.oci.manifest import OCI_INDEX, parse_manifest
+from hamn.oci.names import is_valid_registry_name, validate_repository_name, validate_tag
+from hamn.storage.base import BlobDriver
+
+#: The most entries one page of tags or catalog returns, whatever ``n`` asks.
+MAX_PAGE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a data-plane request goes: a registry and a repository in it."""
+
+    registry: Registry
+    repository: str
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """A manifest ready to send: its record and bytes."""
+
+    record: ManifestRecord
+    content: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    """A blob ready to send: a local path for zero-copy sends, or None to stream."""
+
+    digest: str
+    size: int
+    path: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredManifest:
+    """The outcome of a manifest push."""
+
+    digest: str
+    subject_digest: str | None
+
+
+class _TTLCache:
+    """A small per-process cache of registry lookups; entries live ``ttl`` seconds."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, tuple[float, Registry | None]] = {}
+
+    def get(self, key: str) -> tuple[bool, Registry | None]:
+        hit = self._entries.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            return False, None
+        return True, hit[1]
+
+    def put(self, key: str, value: Registry | None) -> None:
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[key] = (time.monotonic() + self.ttl, value)
+
+
+class _ContentCache:
+    """Manifest bytes by digest: immutable, so safe to keep in every process."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._bytes = 0
+        self._entries: OrderedDict[str, bytes] = OrderedDict()
+
+    def get(self, digest: str) -> bytes | None:
+        content = self._entries.get(digest)
+        if content is not None:
+            self._entries.move_to_end(digest)
+        return content
+
+    def put(self, digest: str, content: bytes) -> None:
+        if len(content) > self.max_bytes // 8 or digest in self._entries:
+            return
+        self._entries[digest] = content
+        self._bytes += len(content)
+        while self._bytes > self.max_bytes:
+            _, old = self._entries.popitem(last=False)
+            self._bytes -= len(old)
+
+
+class RegistryService:
+    """Pull, push (manifests), delete, list and discover content in a registry."""
+
+    def __init__(
+        self,
+        store: MetadataStore,
+        blobs: BlobDriver,
+        *,
+        domain: str,
+        default_registry: str | None,
+        registry_cache_ttl: float = 1.0,
+        manifest_cache_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.domain = domain.lower().strip(".")
+        self.default_registry = default_registry
+        self._registries = _TTLCache(registry_cache_ttl)
+        self._contents = _ContentCache(manifest_cache_bytes)
+
+    # -- routing (SPEC §3.5) --------------------------------------------------
+    async def registry(self, name: str) -> Registry | None:
+        """The registry named ``name`` (cached for a moment), or None."""
+        key = name.lower()
+        hit, value = self._registries.get(key)
+        if not hit:
+            value = await self.store.get_registry(key)
+            self._registries.put(key, value)
+        return value
+
+    def _login_server_registry(self, host: str | None) -> str | None:
+        if not host:
+            return None
+        hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        hostname = hostname.lower().rstrip(".")
+        suffix = "." + self.domain
+        if hostname.endswith(suffix):
+            name = hostname[: -len(suffix)]
+            if is_valid_registry_name(name):
+                return name
+        return None
+
+    async def resolve_registry(self, host: str | None) -> Registry:
+        """The registry a request without a repository (``/v2/``, catalog) is for."""
+        by_host = self._login_server_registry(host)
+        if by_host is not None:
+            registry = await self.registry(by_host)
+            if registry is not None:
+                return registry
+        if self.default_registry is not None:
+            registry = await self.registry(self.default_registry)
+            if registry is not None:
+                return registry
+        raise HamnError(NAME_UNKNOWN, "no registry answers at this address")
+
+    async def resolve(self, host: str | None, name: str) -> Target:
+        """Route ``/v2/<name>/...``: by login server, by first path segment, or the default."""
+        by_host = self._login_server_registry(host)
+        if by_host is not None:
+            registry = await self.registry(by_host)
+            if registry is not None:
+                return Target(registry, validate_repository_name(name))
+        first, sep, rest = name.partition("/")
+        if sep and is_valid_registry_name(first):
+            registry = await self.registry(first)
+            if registry is not None:
+                return Target(registry, validate_repository_name(rest))
+        if self.default_registry is not None:
+            registry = await self.registry(self.default_registry)
+            if registry is not None:
+                return Target(registry, validate_repository_name(name))
+        validate_repository_name(name)
+        raise HamnError(
+            NAME_UNKNOWN,
+            f"no registry named {first!r}; address repositories as <host>/<registry>/<repository>",
+            detail={"name": name},
+        )
+
+    # -- manifests --------------------------------------------------------------
+    async def get_manifest(self, target: Target, reference: str) -> Manifest:
+        """The manifest a tag or digest names in the repository."""
+        record = await self._find_manifest(target, reference)
+        content = self._contents.get(record.digest)
+        if content is None:
+            content = await self.store.manifest_content(record.id)
+            if content is None:  # deleted between the two reads
+                raise self._manifest_unknown(reference)
+            self._contents.put(record.digest, content)
+        return Manifest(record, content)
+
+    async def head_manifest(self, target: Target, reference: str) -> ManifestRecord:
+        """The record (digest, type, size) of the manifest a tag or digest names."""
+        return await self._find_manifest(target, reference)
+
+    async def _find_manifest(self, target: Target, reference: str) -> ManifestRecord:
+        reg, repo = target.registry.id, target.repository
+        if is_digest(reference):
+            digest = str(parse_digest(reference))
+            record = await self.store.get_manifest(reg, repo, digest=digest)
+        else:
+            record = await self.store.get_manifest(reg, repo, tag=validate_tag(reference))
+        if record is None:
+            raise self._manifest_unknown(reference)
+        return record
+
+    @staticmethod
+    def _manifest_unknown(reference: str) -> HamnError:
+        return HamnError(
+            MANIFEST_UNKNOWN,
+            f"manifest {reference[:200]!r} is not in this repository",
+            detail={"reference": reference[:200]},
+        )
+
+    async def put_manifest(
+        self, target: Target, reference: str, content_type: str | None, body: bytes
+    ) -> StoredManifest:
+        """Validate and store a manifest under a tag or its digest."""
+        tag: str | None = None
+        if is_digest(reference):
+            expected = parse_digest(reference)
+            digest = digest_bytes(body, expected.algorithm)
+            if digest != str(expected):
+                raise HamnError(
+                    DIGEST_INVALID,
+                    f"the manifest's digest is {digest}, not {expected}",
+                    detail={"expected": str(expected), "actual": digest},
+                )
+        else:
+            tag = validate_tag(reference)
+            digest = digest_bytes(body)
+        parsed = parse_manifest(body, content_type)
+        try:
+            await self.store.put_manifest(
+                target.registry.id,
+                target.repository,
+                digest=digest,
+                media_type=parsed.media_type,
+                artifact_type=parsed.artifact_type,
+                subject_digest=parsed.subject.digest if parsed.subject else None,
+                content=body,
+                annotations=parsed.annotations,
+                blobs=[d.digest for d in parsed.blobs],
+                children=[d.digest for d in parsed.manifests],
+                tag=tag,
+            )
+        except MissingReferences as exc:
+            what = [f"blob {d}" for d in exc.blobs] + [f"manifest {d}" for d in exc.manifests]
+            raise HamnError(
+                MANIFEST_BLOB_UNKNOWN,
+                "the manifest references content this repository does not have: "
+                + ", ".join(what[:10])
+                + (" ..." if len(what) > 10 else "")
+                + "; push it (or mount it) first",
+                detail={"blobs": exc.blobs, "manifests": exc.manifests},
+            ) from None
+        self._contents.put(digest, body)
+        return StoredManifest(digest, parsed.subject.digest if parsed.subject else None)
+
+    async def delete_manifest(self, target: Target, reference: str) -> None:
+        """Delete a manifest by digest (with its tags), or just a tag by name."""
+        reg, repo = target.registry.id, target.repository
+        if is_digest(reference):
+            deleted = await self.store.delete_manifest(reg, repo, str(parse_digest(reference)))
+        else:
+            deleted = await self.store.delete_tag(reg, repo, validate_tag(reference))
+        if not deleted:
+            raise self._manifest_unknown(reference)
+
+    # -- listings ----------------------------------------------------------------
+    @staticmethod
+    def page_size(n: str | None) -> int | None:
+        """Parse the ``n`` query parameter."""
+        if n is None or n == "":
+            return None
+        try:
+            value = int(n)
+        except ValueError:
+            raise HamnError(PAGINATION_INVALID, "n must be a whole number") from None
+        if value < 0:
+            raise HamnError(PAGINATION_INVALID, "n must not be negative")
+        return min(value, MAX_PAGE)
+
+    async def list_tags(self, target: Target, n: int | None, last: str | None) -> list[str]:
+        """A page of tags in lexical order."""
+        if n == 0:
+            if not await self.store.repository_exists(target.registry.id, target.repository):
+                raise self._name_unknown(target)
+            return []
+        tags = await self.store.list_tags(target.registry.id, target.repository, n, last)
+        if tags is None:
+            raise self._name_unknown(target)
+        return tags
+
+    async def catalog(self, registry: Registry, n: int | None, last: str | None) -> list[str]:
+        """A page of repository names in lexical order."""
+        if n == 0:
+            return []
+        return await self.store.list_repositories(registry.id, n, last)
+
+    @staticmethod
+    def _name_unknown(target: Target) -> HamnError:
+        return HamnError(
+            NAME_UNKNOWN,
+            f"repository {target.repository!r} is not known to registry {target.registry.name!r}",
+            detail={"name": target.repository},
+        )
+
+    async def referrers(
+        self, target: Target, subject: str, artifact_type: str | None
+    ) -> bytes:
+        """The referrers of ``subject`` as an OCI image index (empty when there are none)."""
+        digest = str(parse_digest(subject))
+        found = await self.store.referrers(target.registry.id, target.repository, digest) or []
+        manifests = []
+        for ref in found:
+            if artifact_type is not None and ref.artifact_type != artifact_type:
+                continue
+            entry: dict[str, object] = {
+                "mediaType": ref.media_type,
+                "digest": ref.digest,
+                "size": ref.size,
+            }
+            if ref.artifact_type:
+                entry["artifactType"] = ref.artifact_type
+            if ref.annotations:
+                entry["annotations"] = ref.annotations
+            manifests.append(entry)
+        return orjson.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests})
+
+    # -- blobs -------------------------------------------------------------------
+    async def stat_blob(self, target: Target, digest: str) -> Blob:
+        """The blob if the repository may serve it (BLOB_UNKNOWN otherwise)."""
+        digest = str(parse_digest(digest))
+        size = await self.store.linked_blob_size(target.registry.id, target.repository, digest)
+        if size is None:
+            raise HamnError(
+                BLOB_UNKNOWN,
+                f"blob {digest} is not in repository {target.repository!r}",
+                detail={"digest": digest},
+            )
+        return Blob(digest, size, self.blobs.local_path(digest))
+
+    def read_blob(self, blob: Blob, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """Stream a blob's bytes (when it has no local path)."""
+        return self.blobs.read(blob.digest, offset, length)
+
+    async def delete_blob(self, target: Target, digest: str) -> None:
+        """Unlink a blob from the repository (bytes go when nothing references them)."""
+        digest = str(parse_digest(digest))
+        if not await self.store.unlink_blob(target.registry.id, target.repository, digest):
+            raise HamnError(
+                BLOB_UNKNOWN,
+                f"blob {digest} is not in repository {target.repository!r}",
+                detail={"digest": digest},
+            )
