@@ -34,9 +34,7 @@ def _register(code: str, message: str, status: int) -> ErrorCode:
 BLOB_UNKNOWN = _register("BLOB_UNKNOWN", "blob unknown to registry", 404)
 BLOB_UPLOAD_INVALID = _register("BLOB_UPLOAD_INVALID", "blob upload invalid", 400)
 BLOB_UPLOAD_UNKNOWN = _register("BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry", 404)
-DIGEST_INVALID = _register(
-    "DIGEST_INVALID", "provided digest did not match uploaded content", 400
-)
+DIGEST_INVALID = _register("DIGEST_INVALID", "provided digest did not match uploaded content", 400)
 MANIFEST_BLOB_UNKNOWN = _register(
     "MANIFEST_BLOB_UNKNOWN", "manifest references a manifest or blob unknown to registry", 400
 )

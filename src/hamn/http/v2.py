@@ -20,12 +20,12 @@ from hamn.errors import (
     BLOB_UPLOAD_INVALID,
     BODY_INCOMPLETE,
     DIGEST_INVALID,
+    MANIFEST_TOO_LARGE,
     NOT_FOUND,
     UNSUPPORTED,
     HamnError,
 )
 from hamn.oci.manifest import MAX_MANIFEST_BYTES, OCI_INDEX
-from hamn.errors import MANIFEST_TOO_LARGE
 from hamn.services.registry import Blob, RegistryService, Target
 from hamn.services.uploads import BlobUploadService
 
@@ -63,7 +63,9 @@ def _content_range(request: Request) -> tuple[int, int] | None:
     m = _CONTENT_RANGE.match(value.strip())
     if m is None:
         raise HamnError(
-            BLOB_UPLOAD_INVALID, "Content-Range must be '<first>-<last>'", detail={"range": value[:100]}
+            BLOB_UPLOAD_INVALID,
+            "Content-Range must be '<first>-<last>'",
+            detail={"range": value[:100]},
         )
     return int(m.group(1)), int(m.group(2))
 
@@ -220,7 +222,9 @@ class DataPlane:
             self.registry.read_blob(blob), media_type="application/octet-stream", headers=headers
         )
 
-    async def delete_blob(self, request: Request, target: Target, name: str, digest: str) -> Response:
+    async def delete_blob(
+        self, request: Request, target: Target, name: str, digest: str
+    ) -> Response:
         await self.registry.delete_blob(target, digest)
         return Response(b"", status_code=202)
 
@@ -261,7 +265,9 @@ class DataPlane:
             b"", status_code=202, headers=self._upload_headers(name, status.id, status.size)
         )
 
-    async def upload_status(self, request: Request, target: Target, name: str, uid: str) -> Response:
+    async def upload_status(
+        self, request: Request, target: Target, name: str, uid: str
+    ) -> Response:
         status = await self.uploads.status(target, uid)
         return Response(
             b"", status_code=204, headers=self._upload_headers(name, status.id, status.size)
@@ -295,7 +301,9 @@ class DataPlane:
         )
         return self._blob_created(name, blob.digest)
 
-    async def cancel_upload(self, request: Request, target: Target, name: str, uid: str) -> Response:
+    async def cancel_upload(
+        self, request: Request, target: Target, name: str, uid: str
+    ) -> Response:
         await self.uploads.cancel(target, uid)
         return Response(b"", status_code=204)
 
@@ -314,7 +322,9 @@ class DataPlane:
             headers=headers,
         )
 
-    async def referrers(self, request: Request, target: Target, name: str, subject: str) -> Response:
+    async def referrers(
+        self, request: Request, target: Target, name: str, subject: str
+    ) -> Response:
         artifact_type = request.query_params.get("artifactType")
         body = await self.registry.referrers(target, subject, artifact_type)
         headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}

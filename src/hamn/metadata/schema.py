@@ -130,9 +130,7 @@ tags = Table(
         primary_key=True,
     ),
     Column("name", String(128), primary_key=True),
-    Column(
-        "manifest_id", Integer, ForeignKey("manifests.id", ondelete="CASCADE"), nullable=False
-    ),
+    Column("manifest_id", Integer, ForeignKey("manifests.id", ondelete="CASCADE"), nullable=False),
     Column("updated_at", TS, nullable=False),
     Index("ix_tags_manifest_id", "manifest_id"),
 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from importlib import resources
@@ -102,14 +102,16 @@ def migrate(engine: Engine) -> None:
 
 def _threaded(
     fn: Callable[Concatenate[MetadataStore, P], R],
-) -> Callable[Concatenate[MetadataStore, P], Any]:
+) -> Callable[Concatenate[MetadataStore, P], Coroutine[Any, Any, R]]:
     """Run a synchronous store method on the store's thread pool, awaitably."""
 
-    @functools.wraps(fn)
-    async def wrapper(self: MetadataStore, *args: P.args, **kwargs: P.kwargs) -> R:
+    async def wrapper(self: MetadataStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, self, *args, **kwargs))
 
+    wrapper.__name__ = fn.__name__
+    wrapper.__qualname__ = fn.__qualname__
+    wrapper.__doc__ = fn.__doc__
     return wrapper
 
 
@@ -226,7 +228,9 @@ class MetadataStore:
                     t.repositories, t.repositories.c.id == t.repository_blobs.c.repository_id
                 ).join(t.blobs, t.blobs.c.digest == t.repository_blobs.c.digest)
             )
-            .where(t.repositories.c.registry_id == registry_id, t.repository_blobs.c.digest == digest)
+            .where(
+                t.repositories.c.registry_id == registry_id, t.repository_blobs.c.digest == digest
+            )
             .limit(1)
         )
         if repository is not None:
@@ -291,7 +295,12 @@ class MetadataStore:
 
     @_threaded
     def get_manifest(
-        self, registry_id: int, repository: str, *, digest: str | None = None, tag: str | None = None
+        self,
+        registry_id: int,
+        repository: str,
+        *,
+        digest: str | None = None,
+        tag: str | None = None,
     ) -> ManifestRecord | None:
         """The manifest the tag points to, or with the digest, in the repository."""
         base = t.repositories.join(t.manifests, t.manifests.c.repository_id == t.repositories.c.id)
@@ -308,7 +317,11 @@ class MetadataStore:
             .select_from(base)
             .where(t.repositories.c.registry_id == registry_id, t.repositories.c.name == repository)
         )
-        q = q.where(t.tags.c.name == tag) if tag is not None else q.where(t.manifests.c.digest == digest)
+        q = (
+            q.where(t.tags.c.name == tag)
+            if tag is not None
+            else q.where(t.manifests.c.digest == digest)
+        )
         with self.engine.connect() as conn:
             row = conn.execute(q).first()
         return self._manifest(row) if row else None
@@ -392,14 +405,16 @@ class MetadataStore:
             ).scalar_one()
             if blob_set:
                 conn.execute(
-                    self._insert(t.manifest_blobs)
-                    .on_conflict_do_nothing(index_elements=["manifest_id", "digest"]),
+                    self._insert(t.manifest_blobs).on_conflict_do_nothing(
+                        index_elements=["manifest_id", "digest"]
+                    ),
                     [{"manifest_id": manifest_id, "digest": d} for d in sorted(blob_set)],
                 )
             if child_set:
                 conn.execute(
-                    self._insert(t.manifest_children)
-                    .on_conflict_do_nothing(index_elements=["manifest_id", "child_digest"]),
+                    self._insert(t.manifest_children).on_conflict_do_nothing(
+                        index_elements=["manifest_id", "child_digest"]
+                    ),
                     [{"manifest_id": manifest_id, "child_digest": d} for d in sorted(child_set)],
                 )
             if tag is not None:
@@ -431,7 +446,9 @@ class MetadataStore:
             if manifest_id is None:
                 return False
             conn.execute(delete(t.tags).where(t.tags.c.manifest_id == manifest_id))
-            conn.execute(delete(t.manifest_blobs).where(t.manifest_blobs.c.manifest_id == manifest_id))
+            conn.execute(
+                delete(t.manifest_blobs).where(t.manifest_blobs.c.manifest_id == manifest_id)
+            )
             conn.execute(
                 delete(t.manifest_children).where(t.manifest_children.c.manifest_id == manifest_id)
             )
@@ -471,7 +488,7 @@ class MetadataStore:
     def referrers(
         self, registry_id: int, repository: str, subject_digest: str
     ) -> list[Referrer] | None:
-        """Manifests in the repository whose subject is ``subject_digest``; None if no repository."""
+        """Manifests whose subject is ``subject_digest``; None if no such repository."""
         with self.engine.connect() as conn:
             repo_id = self._repo_id(conn, registry_id, repository)
             if repo_id is None:
@@ -527,7 +544,11 @@ class MetadataStore:
         if row is None:
             return None
         return Upload(
-            row.id, row.registry_id, row.repository, row.size, _aware(row.created_at),
+            row.id,
+            row.registry_id,
+            row.repository,
+            row.size,
+            _aware(row.created_at),
             _aware(row.updated_at),
         )
 
@@ -573,7 +594,11 @@ class MetadataStore:
     def count(self, table: str) -> int:
         """Rows in a table (for tests and health checks)."""
         with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(t.metadata.tables[table])).scalar_one())
+            return int(
+                conn.execute(
+                    select(func.count()).select_from(t.metadata.tables[table])
+                ).scalar_one()
+            )
 
 
 def sqlite_url(data_dir: str) -> str:

@@ -40,7 +40,9 @@ def parse_digest(value: str) -> Digest:
     """Parse and validate a digest string; raise DIGEST_INVALID (or UNSUPPORTED) otherwise."""
     m = _DIGEST_RE.match(value)
     if m is None:
-        raise HamnError(DIGEST_INVALID, f"invalid digest {value[:200]!r}", detail={"digest": value[:200]})
+        raise HamnError(
+            DIGEST_INVALID, f"invalid digest {value[:200]!r}", detail={"digest": value[:200]}
+        )
     algorithm, encoded = m.group(1), m.group(2)
     length = ALGORITHMS.get(algorithm)
     if length is None:

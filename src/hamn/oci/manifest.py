@@ -53,7 +53,11 @@ class Descriptor:
 
     def to_json(self) -> dict[str, Any]:
         """The descriptor as the JSON object the spec defines."""
-        out: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        out: dict[str, Any] = {
+            "mediaType": self.media_type,
+            "digest": self.digest,
+            "size": self.size,
+        }
         if self.artifact_type:
             out["artifactType"] = self.artifact_type
         if self.annotations:
@@ -134,7 +138,7 @@ def _resolve_media_type(body_type: str | None, header_type: str | None, doc: dic
             raise _invalid(f"unsupported manifest mediaType {body_type!r}", mediaType=body_type)
         if header_type in MANIFEST_TYPES and header_type != body_type:
             raise _invalid(
-                f"Content-Type {header_type!r} does not match the manifest's mediaType {body_type!r}",
+                f"Content-Type {header_type!r} does not match mediaType {body_type!r}",
                 contentType=header_type,
                 mediaType=body_type,
             )

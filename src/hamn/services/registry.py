@@ -317,9 +317,7 @@ class RegistryService:
             detail={"name": target.repository},
         )
 
-    async def referrers(
-        self, target: Target, subject: str, artifact_type: str | None
-    ) -> bytes:
+    async def referrers(self, target: Target, subject: str, artifact_type: str | None) -> bytes:
         """The referrers of ``subject`` as an OCI image index (empty when there are none)."""
         digest = str(parse_digest(subject))
         found = await self.store.referrers(target.registry.id, target.repository, digest) or []
@@ -352,7 +350,9 @@ class RegistryService:
             )
         return Blob(digest, size, self.blobs.local_path(digest))
 
-    def read_blob(self, blob: Blob, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+    def read_blob(
+        self, blob: Blob, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
         """Stream a blob's bytes (when it has no local path)."""
         return self.blobs.read(blob.digest, offset, length)
 

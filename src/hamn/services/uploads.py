@@ -239,7 +239,9 @@ class BlobUploadService:
             )
         size = writer.size
         await writer.commit(digest)
-        await self.store.finish_upload(upload.id, target.registry.id, target.repository, digest, size)
+        await self.store.finish_upload(
+            upload.id, target.registry.id, target.repository, digest, size
+        )
         self._states.pop(upload.id, None)
         return CommittedBlob(digest, size)
 

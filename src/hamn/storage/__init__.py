@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from hamn.storage.base import BlobDriver, StorageBusy, StorageError, StorageNotFound, UploadWriter
 
-__all__ = ["BlobDriver", "StorageBusy", "StorageError", "StorageNotFound", "UploadWriter", "create_driver"]
+__all__ = [
+    "BlobDriver",
+    "StorageBusy",
+    "StorageError",
+    "StorageNotFound",
+    "UploadWriter",
+    "create_driver",
+]
 
 
 def create_driver(name: str, **params: object) -> BlobDriver:

@@ -18,14 +18,16 @@ import contextlib
 import fcntl
 import os
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from hamn.storage.base import StorageBusy, StorageNotFound, UploadWriter
 
 _UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 _DIGEST_RE = re.compile(r"^(sha256|sha512):([0-9a-f]{64}|[0-9a-f]{128})$")
 _READ_CHUNK = 1024 * 1024
+T = TypeVar("T")
 
 
 class FilesystemDriver:
@@ -58,7 +60,7 @@ class FilesystemDriver:
             raise StorageNotFound(upload_id)
         return os.path.join(self._uploads, upload_id)
 
-    async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
     # -- blobs ----------------------------------------------------------------

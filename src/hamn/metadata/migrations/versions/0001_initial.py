@@ -10,7 +10,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -167,7 +166,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("tags", schema=None) as batch_op:
         batch_op.create_index("ix_tags_manifest_id", ["manifest_id"], unique=False)
-
 
 
 def downgrade() -> None:
