@@ -21,7 +21,17 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import orjson
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, func, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -78,8 +88,10 @@ def create_metadata_engine(url: str, *, sqlite_synchronous: str = "NORMAL") -> E
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
-            mode = conn.get_execution_options().get("hamn_write", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if mode else "BEGIN")
+            # Writes take the write lock up front; reads run in autocommit (WAL
+            # readers see a consistent snapshot per statement and never block).
+            if conn.get_execution_options().get("hamn_write", False):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
@@ -100,12 +112,76 @@ def migrate(engine: Engine) -> None:
         conn.commit()
 
 
+# Hot-path statements are built once: SQLAlchemy then reuses their compiled form
+# and cache key instead of rebuilding both on every request.
+_REGISTRY_BY_KEY = select(t.registries.c.id, t.registries.c.name, t.registries.c.created_at).where(
+    t.registries.c.name_key == bindparam("key")
+)
+_MANIFEST_COLS = (
+    t.manifests.c.id,
+    t.manifests.c.digest,
+    t.manifests.c.media_type,
+    t.manifests.c.size,
+    t.manifests.c.artifact_type,
+    t.manifests.c.subject_digest,
+    t.manifests.c.created_at,
+)
+_REPO_MATCH = (
+    t.repositories.c.registry_id == bindparam("reg"),
+    t.repositories.c.name == bindparam("repo"),
+)
+_MANIFEST_BY_TAG = (
+    select(*_MANIFEST_COLS)
+    .select_from(
+        t.repositories.join(t.tags, t.tags.c.repository_id == t.repositories.c.id).join(
+            t.manifests, t.manifests.c.id == t.tags.c.manifest_id
+        )
+    )
+    .where(*_REPO_MATCH, t.tags.c.name == bindparam("ref"))
+)
+_MANIFEST_BY_DIGEST = (
+    select(*_MANIFEST_COLS)
+    .select_from(
+        t.repositories.join(t.manifests, t.manifests.c.repository_id == t.repositories.c.id)
+    )
+    .where(*_REPO_MATCH, t.manifests.c.digest == bindparam("ref"))
+)
+_LINKED_BLOB_SIZE = (
+    select(t.blobs.c.size)
+    .select_from(
+        t.repositories.join(
+            t.repository_blobs, t.repository_blobs.c.repository_id == t.repositories.c.id
+        ).join(t.blobs, t.blobs.c.digest == t.repository_blobs.c.digest)
+    )
+    .where(*_REPO_MATCH, t.repository_blobs.c.digest == bindparam("digest"))
+)
+_MANIFEST_CONTENT = select(t.manifests.c.content).where(t.manifests.c.id == bindparam("id"))
+
+
 def _threaded(
     fn: Callable[Concatenate[MetadataStore, P], R],
 ) -> Callable[Concatenate[MetadataStore, P], Coroutine[Any, Any, R]]:
     """Run a synchronous store method on the store's thread pool, awaitably."""
 
     async def wrapper(self: MetadataStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, self, *args, **kwargs))
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__qualname__ = fn.__qualname__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+def _reading(
+    fn: Callable[Concatenate[MetadataStore, P], R],
+) -> Callable[Concatenate[MetadataStore, P], Coroutine[Any, Any, R]]:
+    """A read: inline on SQLite (a local, non-blocking WAL read costs less than a
+    thread hop), on the thread pool for a networked database."""
+
+    async def wrapper(self: MetadataStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        if self.inline_reads:
+            return fn(self, *args, **kwargs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, self, *args, **kwargs))
 
@@ -123,6 +199,7 @@ class MetadataStore:
         self.dialect = engine.dialect.name
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hamn-db")
         self._insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
+        self.inline_reads = self.dialect == "sqlite"
 
     def close(self) -> None:
         """Release connections and threads."""
@@ -147,15 +224,11 @@ class MetadataStore:
             ).one()
         return Registry(row.id, row.name, _aware(row.created_at))
 
-    @_threaded
+    @_reading
     def get_registry(self, name: str) -> Registry | None:
         """The registry named ``name`` (case-insensitive), or None."""
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(t.registries.c.id, t.registries.c.name, t.registries.c.created_at).where(
-                    t.registries.c.name_key == name.lower()
-                )
-            ).first()
+            row = conn.execute(_REGISTRY_BY_KEY, {"key": name.lower()}).first()
         return Registry(row.id, row.name, _aware(row.created_at)) if row else None
 
     # -- repositories -----------------------------------------------------------
@@ -178,13 +251,13 @@ class MetadataStore:
         assert repo_id is not None
         return repo_id
 
-    @_threaded
+    @_reading
     def repository_exists(self, registry_id: int, repository: str) -> bool:
         """Whether the repository holds (or held) content."""
         with self.engine.connect() as conn:
             return self._repo_id(conn, registry_id, repository) is not None
 
-    @_threaded
+    @_reading
     def list_repositories(self, registry_id: int, limit: int | None, last: str | None) -> list[str]:
         """Repository names in lexical order after ``last``, at most ``limit``."""
         q = select(t.repositories.c.name).where(t.repositories.c.registry_id == registry_id)
@@ -197,26 +270,15 @@ class MetadataStore:
             return list(conn.execute(q).scalars())
 
     # -- blobs ------------------------------------------------------------------
-    @_threaded
+    @_reading
     def linked_blob_size(self, registry_id: int, repository: str, digest: str) -> int | None:
         """The blob's size if the repository may serve it, else None."""
-        q = (
-            select(t.blobs.c.size)
-            .select_from(
-                t.repositories.join(
-                    t.repository_blobs, t.repository_blobs.c.repository_id == t.repositories.c.id
-                ).join(t.blobs, t.blobs.c.digest == t.repository_blobs.c.digest)
-            )
-            .where(
-                t.repositories.c.registry_id == registry_id,
-                t.repositories.c.name == repository,
-                t.repository_blobs.c.digest == digest,
-            )
-        )
+        params = {"reg": registry_id, "repo": repository, "digest": digest}
         with self.engine.connect() as conn:
-            return conn.execute(q).scalar()
+            size: int | None = conn.execute(_LINKED_BLOB_SIZE, params).scalar()
+        return size
 
-    @_threaded
+    @_reading
     def blob_size_in_registry(
         self, registry_id: int, digest: str, repository: str | None = None
     ) -> int | None:
@@ -271,16 +333,6 @@ class MetadataStore:
             return bool(result.rowcount)
 
     # -- manifests --------------------------------------------------------------
-    _MANIFEST_COLS = (
-        t.manifests.c.id,
-        t.manifests.c.digest,
-        t.manifests.c.media_type,
-        t.manifests.c.size,
-        t.manifests.c.artifact_type,
-        t.manifests.c.subject_digest,
-        t.manifests.c.created_at,
-    )
-
     @staticmethod
     def _manifest(row: Any) -> ManifestRecord:
         return ManifestRecord(
@@ -293,7 +345,7 @@ class MetadataStore:
             _aware(row.created_at),
         )
 
-    @_threaded
+    @_reading
     def get_manifest(
         self,
         registry_id: int,
@@ -303,36 +355,18 @@ class MetadataStore:
         tag: str | None = None,
     ) -> ManifestRecord | None:
         """The manifest the tag points to, or with the digest, in the repository."""
-        base = t.repositories.join(t.manifests, t.manifests.c.repository_id == t.repositories.c.id)
-        if tag is not None:
-            base = base.join(
-                t.tags,
-                and_(
-                    t.tags.c.repository_id == t.repositories.c.id,
-                    t.tags.c.manifest_id == t.manifests.c.id,
-                ),
-            )
-        q = (
-            select(*self._MANIFEST_COLS)
-            .select_from(base)
-            .where(t.repositories.c.registry_id == registry_id, t.repositories.c.name == repository)
-        )
-        q = (
-            q.where(t.tags.c.name == tag)
-            if tag is not None
-            else q.where(t.manifests.c.digest == digest)
-        )
+        stmt = _MANIFEST_BY_TAG if tag is not None else _MANIFEST_BY_DIGEST
+        params = {"reg": registry_id, "repo": repository, "ref": tag if tag is not None else digest}
         with self.engine.connect() as conn:
-            row = conn.execute(q).first()
+            row = conn.execute(stmt, params).first()
         return self._manifest(row) if row else None
 
-    @_threaded
+    @_reading
     def manifest_content(self, manifest_id: int) -> bytes | None:
         """The stored bytes of a manifest."""
         with self.engine.connect() as conn:
-            return conn.execute(
-                select(t.manifests.c.content).where(t.manifests.c.id == manifest_id)
-            ).scalar()
+            content: bytes | None = conn.execute(_MANIFEST_CONTENT, {"id": manifest_id}).scalar()
+        return content
 
     @_threaded
     def put_manifest(
@@ -467,7 +501,7 @@ class MetadataStore:
             )
             return bool(result.rowcount)
 
-    @_threaded
+    @_reading
     def list_tags(
         self, registry_id: int, repository: str, limit: int | None, last: str | None
     ) -> list[str] | None:
@@ -484,7 +518,7 @@ class MetadataStore:
                 q = q.limit(limit)
             return list(conn.execute(q).scalars())
 
-    @_threaded
+    @_reading
     def referrers(
         self, registry_id: int, repository: str, subject_digest: str
     ) -> list[Referrer] | None:
@@ -536,7 +570,7 @@ class MetadataStore:
             )
         return Upload(upload_id, registry_id, repository, 0, now, now)
 
-    @_threaded
+    @_reading
     def get_upload(self, upload_id: str) -> Upload | None:
         """The upload session, or None."""
         with self.engine.connect() as conn:
