@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import threading
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -34,6 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import NullPool
 
 from hamn.metadata import schema as t
 from hamn.metadata.models import ManifestRecord, Referrer, Registry, Upload
@@ -65,14 +67,23 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def create_metadata_engine(url: str, *, sqlite_synchronous: str = "NORMAL") -> Engine:
+def _timestamp(value: datetime | str) -> datetime:
+    # Raw SQLite rows carry the ISO text SQLAlchemy stored; other paths carry datetimes.
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return _aware(value)
+
+
+def create_metadata_engine(
+    url: str, *, sqlite_synchronous: str = "NORMAL", pooled: bool = True
+) -> Engine:
     """An engine for ``url`` with hamn's connection settings (WAL, busy timeout, FKs on SQLite)."""
     if url.startswith("sqlite"):
+        pool_args: dict[str, Any] = (
+            {"pool_size": 8, "max_overflow": 8} if pooled else {"poolclass": NullPool}
+        )
         engine = create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": 30},
-            pool_size=8,
-            max_overflow=8,
+            url, connect_args={"check_same_thread": False, "timeout": 30}, **pool_args
         )
 
         @event.listens_for(engine, "connect")
@@ -200,11 +211,46 @@ class MetadataStore:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hamn-db")
         self._insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
         self.inline_reads = self.dialect == "sqlite"
+        self._local = threading.local()
+        # Per-thread connections for hot reads, outside the pool so they never starve writers.
+        self._read_engine = (
+            create_metadata_engine(str(engine.url), pooled=False) if self.inline_reads else None
+        )
+        self._compiled: dict[int, tuple[str, tuple[str, ...]]] = {}
 
     def close(self) -> None:
         """Release connections and threads."""
         self._pool.shutdown(wait=True)
         self.engine.dispose()
+        raw = getattr(self._local, "raw", None)
+        if raw is not None:
+            raw.close()
+
+    def _fast(self, stmt: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Run a prebuilt hot-path SELECT.
+
+        On SQLite, the statement's SQL (compiled once by SQLAlchemy) runs on a
+        per-thread DB-API connection: the execution machinery of SQLAlchemy
+        costs several times the query itself on a manifest GET.
+        """
+        if not self.inline_reads:
+            with self.engine.connect() as conn:
+                return [tuple(row) for row in conn.execute(stmt, params)]
+        compiled = self._compiled.get(id(stmt))
+        if compiled is None:
+            c = stmt.compile(dialect=self.engine.dialect)
+            compiled = (c.string, tuple(c.positiontup or ()))
+            self._compiled[id(stmt)] = compiled
+        raw = getattr(self._local, "raw", None)
+        if raw is None:
+            assert self._read_engine is not None
+            raw = self._local.raw = self._read_engine.raw_connection()
+        cursor = raw.cursor()
+        try:
+            cursor.execute(compiled[0], tuple(params[k] for k in compiled[1]))
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
 
     def _write(self) -> Any:
         return self.engine.connect().execution_options(hamn_write=True)
@@ -227,9 +273,8 @@ class MetadataStore:
     @_reading
     def get_registry(self, name: str) -> Registry | None:
         """The registry named ``name`` (case-insensitive), or None."""
-        with self.engine.connect() as conn:
-            row = conn.execute(_REGISTRY_BY_KEY, {"key": name.lower()}).first()
-        return Registry(row.id, row.name, _aware(row.created_at)) if row else None
+        rows = self._fast(_REGISTRY_BY_KEY, {"key": name.lower()})
+        return Registry(rows[0][0], rows[0][1], _timestamp(rows[0][2])) if rows else None
 
     # -- repositories -----------------------------------------------------------
     @staticmethod
@@ -273,10 +318,10 @@ class MetadataStore:
     @_reading
     def linked_blob_size(self, registry_id: int, repository: str, digest: str) -> int | None:
         """The blob's size if the repository may serve it, else None."""
-        params = {"reg": registry_id, "repo": repository, "digest": digest}
-        with self.engine.connect() as conn:
-            size: int | None = conn.execute(_LINKED_BLOB_SIZE, params).scalar()
-        return size
+        rows = self._fast(
+            _LINKED_BLOB_SIZE, {"reg": registry_id, "repo": repository, "digest": digest}
+        )
+        return int(rows[0][0]) if rows else None
 
     @_reading
     def blob_size_in_registry(
@@ -335,15 +380,7 @@ class MetadataStore:
     # -- manifests --------------------------------------------------------------
     @staticmethod
     def _manifest(row: Any) -> ManifestRecord:
-        return ManifestRecord(
-            row.id,
-            row.digest,
-            row.media_type,
-            row.size,
-            row.artifact_type,
-            row.subject_digest,
-            _aware(row.created_at),
-        )
+        return ManifestRecord(row[0], row[1], row[2], row[3], row[4], row[5], _timestamp(row[6]))
 
     @_reading
     def get_manifest(
@@ -357,16 +394,14 @@ class MetadataStore:
         """The manifest the tag points to, or with the digest, in the repository."""
         stmt = _MANIFEST_BY_TAG if tag is not None else _MANIFEST_BY_DIGEST
         params = {"reg": registry_id, "repo": repository, "ref": tag if tag is not None else digest}
-        with self.engine.connect() as conn:
-            row = conn.execute(stmt, params).first()
-        return self._manifest(row) if row else None
+        rows = self._fast(stmt, params)
+        return self._manifest(rows[0]) if rows else None
 
     @_reading
     def manifest_content(self, manifest_id: int) -> bytes | None:
         """The stored bytes of a manifest."""
-        with self.engine.connect() as conn:
-            content: bytes | None = conn.execute(_MANIFEST_CONTENT, {"id": manifest_id}).scalar()
-        return content
+        rows = self._fast(_MANIFEST_CONTENT, {"id": manifest_id})
+        return bytes(rows[0][0]) if rows else None
 
     @_threaded
     def put_manifest(
