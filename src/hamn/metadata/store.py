@@ -166,6 +166,24 @@ _LINKED_BLOB_SIZE = (
     )
     .where(*_REPO_MATCH, t.repository_blobs.c.digest == bindparam("digest"))
 )
+_REPO_ID = select(t.repositories.c.id).where(*_REPO_MATCH)
+_TAGS_PAGE = (
+    select(t.tags.c.name)
+    .where(t.tags.c.repository_id == bindparam("repo_id"), t.tags.c.name > bindparam("last"))
+    .order_by(t.tags.c.name)
+    .limit(bindparam("limit"))
+)
+_REPOSITORIES_PAGE = (
+    select(t.repositories.c.name)
+    .where(
+        t.repositories.c.registry_id == bindparam("reg"),
+        t.repositories.c.name > bindparam("last"),
+    )
+    .order_by(t.repositories.c.name)
+    .limit(bindparam("limit"))
+)
+#: "No limit" for paged listings, in a form both SQLite and PostgreSQL accept.
+_NO_LIMIT = 2**62
 _MANIFEST_CONTENT = select(t.manifests.c.content).where(t.manifests.c.id == bindparam("id"))
 
 
@@ -216,7 +234,7 @@ class MetadataStore:
         self._read_engine = (
             create_metadata_engine(str(engine.url), pooled=False) if self.inline_reads else None
         )
-        self._compiled: dict[int, tuple[str, tuple[str, ...]]] = {}
+        self._compiled: dict[int, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
 
     def close(self) -> None:
         """Release connections and threads."""
@@ -239,7 +257,8 @@ class MetadataStore:
         compiled = self._compiled.get(id(stmt))
         if compiled is None:
             c = stmt.compile(dialect=self.engine.dialect)
-            compiled = (c.string, tuple(c.positiontup or ()))
+            # The defaults fill parameters the dialect adds itself (SQLite's OFFSET).
+            compiled = (c.string, tuple(c.positiontup or ()), dict(c.params))
             self._compiled[id(stmt)] = compiled
         raw = getattr(self._local, "raw", None)
         if raw is None:
@@ -247,7 +266,8 @@ class MetadataStore:
             raw = self._local.raw = self._read_engine.raw_connection()
         cursor = raw.cursor()
         try:
-            cursor.execute(compiled[0], tuple(params[k] for k in compiled[1]))
+            sql, order, defaults = compiled
+            cursor.execute(sql, tuple(params[k] if k in params else defaults[k] for k in order))
             return list(cursor.fetchall())
         finally:
             cursor.close()
@@ -299,20 +319,17 @@ class MetadataStore:
     @_reading
     def repository_exists(self, registry_id: int, repository: str) -> bool:
         """Whether the repository holds (or held) content."""
-        with self.engine.connect() as conn:
-            return self._repo_id(conn, registry_id, repository) is not None
+        return bool(self._fast(_REPO_ID, {"reg": registry_id, "repo": repository}))
 
     @_reading
     def list_repositories(self, registry_id: int, limit: int | None, last: str | None) -> list[str]:
         """Repository names in lexical order after ``last``, at most ``limit``."""
-        q = select(t.repositories.c.name).where(t.repositories.c.registry_id == registry_id)
-        if last:
-            q = q.where(t.repositories.c.name > last)
-        q = q.order_by(t.repositories.c.name)
-        if limit is not None:
-            q = q.limit(limit)
-        with self.engine.connect() as conn:
-            return list(conn.execute(q).scalars())
+        params = {
+            "reg": registry_id,
+            "last": last or "",
+            "limit": _NO_LIMIT if limit is None else limit,
+        }
+        return [row[0] for row in self._fast(_REPOSITORIES_PAGE, params)]
 
     # -- blobs ------------------------------------------------------------------
     @_reading
@@ -541,17 +558,15 @@ class MetadataStore:
         self, registry_id: int, repository: str, limit: int | None, last: str | None
     ) -> list[str] | None:
         """Tags in lexical order after ``last``, at most ``limit``; None if no such repository."""
-        with self.engine.connect() as conn:
-            repo_id = self._repo_id(conn, registry_id, repository)
-            if repo_id is None:
-                return None
-            q = select(t.tags.c.name).where(t.tags.c.repository_id == repo_id)
-            if last:
-                q = q.where(t.tags.c.name > last)
-            q = q.order_by(t.tags.c.name)
-            if limit is not None:
-                q = q.limit(limit)
-            return list(conn.execute(q).scalars())
+        repo = self._fast(_REPO_ID, {"reg": registry_id, "repo": repository})
+        if not repo:
+            return None
+        params = {
+            "repo_id": repo[0][0],
+            "last": last or "",
+            "limit": _NO_LIMIT if limit is None else limit,
+        }
+        return [row[0] for row in self._fast(_TAGS_PAGE, params)]
 
     @_reading
     def referrers(
