@@ -25,6 +25,7 @@ from hamn.errors import (
     UNSUPPORTED,
     HamnError,
 )
+from hamn.http.errors import mark_body_complete
 from hamn.oci.manifest import MAX_MANIFEST_BYTES, OCI_INDEX
 from hamn.services.registry import Blob, RegistryService, Target
 from hamn.services.uploads import BlobUploadService
@@ -76,6 +77,7 @@ async def _body(request: Request) -> AsyncIterator[bytes]:
             yield chunk
     except ClientDisconnect:
         raise HamnError(BODY_INCOMPLETE) from None
+    mark_body_complete(request)
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
