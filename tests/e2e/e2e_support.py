@@ -238,19 +238,21 @@ class Skopeo:
             env=self.env,
         )
 
-    def copy(self, src: str, dst: str, *extra: str) -> str:
-        """``skopeo copy`` without TLS on either side; returns the written manifest digest."""
+    def copy(self, src: str, dst: str, *extra: str, preserve_digests: bool = True) -> str:
+        """``skopeo copy`` without TLS on either side; returns the written manifest digest.
+
+        ``--preserve-digests`` (the default here) stops skopeo from swapping a
+        layer for another compression of the same content that its blob-info
+        cache (/var/lib/containers/cache, shared by every run on the machine)
+        saw in the registry, which would rewrite the manifest and change its
+        digest depending on what ran before. Pass ``preserve_digests=False``
+        for a copy that must convert the manifest (e.g. to docker-archive).
+        """
         digestfile = Path(self.env["E2E_TMP"]) / f"digest-{uuid.uuid4().hex}"
-        self(
-            "copy",
-            "--src-tls-verify=false",
-            "--dest-tls-verify=false",
-            "--digestfile",
-            str(digestfile),
-            *extra,
-            src,
-            dst,
-        )
+        flags = ["--src-tls-verify=false", "--dest-tls-verify=false"]
+        if preserve_digests:
+            flags.append("--preserve-digests")
+        self("copy", *flags, "--digestfile", str(digestfile), *extra, src, dst)
         return digestfile.read_text().strip()
 
     def inspect(self, ref: str, *extra: str) -> Any:

@@ -60,7 +60,11 @@ def test_copy_docker_archive_to_registry(
     live_registry: Any, skopeo: Skopeo, busybox_layout: Layout, tmp_path: Path
 ) -> None:
     archive = tmp_path / "image.tar"
-    skopeo.copy(busybox_layout.ref(LAYOUT_TAG), f"docker-archive:{archive}:e2e/archived:v1")
+    skopeo.copy(
+        busybox_layout.ref(LAYOUT_TAG),
+        f"docker-archive:{archive}:e2e/archived:v1",
+        preserve_digests=False,  # OCI -> Docker manifest: a conversion
+    )
     repo = unique_repo("skopeo-archive")
     ref = f"docker://{live_registry.host}/{repo}:v1"
 
