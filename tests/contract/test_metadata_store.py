@@ -1,0 +1,720 @@
+"""The MetadataStore contract (hamn.metadata.store), run against every supported database.
+
+SQLite always runs. PostgreSQL runs when ``HAMN_TEST_POSTGRES_URL`` names a
+database the tests may create schemas in (e.g.
+``postgresql+psycopg://hamn:secret@127.0.0.1/hamn_test``); each test gets a
+schema of its own, dropped afterwards, so parallel workers never meet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import Awaitable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine, create_engine, inspect, make_url, text
+
+from hamn.metadata.models import ManifestRecord, Registry, Upload
+from hamn.metadata.schema import metadata
+from hamn.metadata.store import (
+    IntegrityError,
+    MetadataStore,
+    MissingReferences,
+    UploadConflict,
+    create_metadata_engine,
+    migrate,
+)
+from hamn.oci.digest import digest_bytes
+
+T = TypeVar("T")
+POSTGRES_ENV = "HAMN_TEST_POSTGRES_URL"
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def run(awaitable: Awaitable[T]) -> T:
+    """Await one store call from a plain test."""
+
+    async def main() -> T:
+        return await awaitable
+
+    return asyncio.run(main())
+
+
+async def _gather(*aws: Awaitable[Any]) -> list[Any]:
+    return await asyncio.gather(*aws, return_exceptions=True)
+
+
+def gather(*aws: Awaitable[Any]) -> list[Any]:
+    """Run store calls concurrently; results and exceptions, in order."""
+    return asyncio.run(_gather(*aws))
+
+
+# -- databases -------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL of an empty database of each supported kind."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'metadata.db'}"
+        return
+    base = os.environ.get(POSTGRES_ENV)
+    if not base:
+        pytest.skip(f"{POSTGRES_ENV} is not set")
+    schema = f"hamn_test_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file per test session; tests start from copies (it is faster)."""
+    path = tmp_path_factory.mktemp("template") / "metadata.db"
+    eng = create_metadata_engine(f"sqlite:///{path}")
+    migrate(eng)
+    eng.dispose()  # the last connection checkpoints the WAL into the file
+    return path
+
+
+@pytest.fixture
+def engine(empty_database_url: str, sqlite_template: Path) -> Iterator[Engine]:
+    url = make_url(empty_database_url)
+    if url.get_backend_name() == "sqlite" and url.database:
+        shutil.copyfile(sqlite_template, url.database)
+    eng = create_metadata_engine(empty_database_url)
+    migrate(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def store(engine: Engine) -> Iterator[MetadataStore]:
+    s = MetadataStore(engine, threads=16)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def reg(store: MetadataStore) -> int:
+    return run(store.ensure_registry("testreg")).id
+
+
+def blob(name: str) -> tuple[str, int]:
+    data = f"blob {name}".encode()
+    return digest_bytes(data), len(data)
+
+
+def link(store: MetadataStore, reg: int, repo: str, name: str) -> str:
+    digest, size = blob(name)
+    run(store.link_blob(reg, repo, digest, size))
+    return digest
+
+
+def manifest_body(name: str) -> bytes:
+    return f'{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","name":"{name}"}}'.encode()
+
+
+def put(
+    store: MetadataStore,
+    reg: int,
+    repo: str,
+    name: str,
+    *,
+    tag: str | None = None,
+    blobs: tuple[str, ...] = (),
+    children: tuple[str, ...] = (),
+    subject: str | None = None,
+    artifact_type: str | None = None,
+    annotations: dict[str, str] | None = None,
+    media_type: str = OCI_MANIFEST,
+) -> str:
+    """Store the manifest ``name`` and return its digest."""
+    body = manifest_body(name)
+    digest = digest_bytes(body)
+    run(
+        store.put_manifest(
+            reg,
+            repo,
+            digest=digest,
+            media_type=media_type,
+            artifact_type=artifact_type,
+            subject_digest=subject,
+            content=body,
+            annotations=annotations,
+            blobs=blobs,
+            children=children,
+            tag=tag,
+        )
+    )
+    return digest
+
+
+# -- migrations ------------------------------------------------------------------------------
+
+
+def test_migrate_is_idempotent(empty_database_url: str) -> None:
+    eng = create_metadata_engine(empty_database_url)
+    try:
+        migrate(eng)
+        migrate(eng)
+        with eng.connect() as conn:
+            versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars()
+            assert len(list(versions)) == 1
+        assert set(metadata.tables) <= set(inspect(eng).get_table_names())
+        store = MetadataStore(eng)
+        # The store works on the twice-migrated schema.
+        assert run(store.ensure_registry("afterwards")).name == "afterwards"
+        store.close()
+    finally:
+        eng.dispose()
+
+
+def test_migrations_build_exactly_the_declared_schema(empty_database_url: str) -> None:
+    eng = create_metadata_engine(empty_database_url)
+    try:
+        migrate(eng)
+        with eng.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), metadata)
+        assert diff == []
+    finally:
+        eng.dispose()
+
+
+# -- registries ------------------------------------------------------------------------------
+
+
+def test_ensure_registry_is_idempotent_and_case_insensitive(store: MetadataStore) -> None:
+    first = run(store.ensure_registry("MyRegistry"))
+    assert isinstance(first, Registry)
+    assert first.name == "MyRegistry"
+    assert first.created_at.tzinfo is not None
+    for spelling in ("MyRegistry", "myregistry", "MYREGISTRY"):
+        again = run(store.ensure_registry(spelling))
+        assert again == first  # the first spelling is kept
+    assert run(store.get_registry("mYrEgIsTrY")) == first
+    assert run(store.get_registry("other")) is None
+    assert run(store.count("registries")) == 1
+
+
+def test_registries_are_distinct(store: MetadataStore) -> None:
+    a = run(store.ensure_registry("alpha"))
+    b = run(store.ensure_registry("bravo"))
+    assert a.id != b.id
+    assert run(store.count("registries")) == 2
+
+
+def test_concurrent_ensure_registry_creates_one(store: MetadataStore) -> None:
+    results = gather(*(store.ensure_registry("Racing" if i % 2 else "racing") for i in range(16)))
+    assert not [r for r in results if isinstance(r, BaseException)]
+    assert len({r.id for r in results}) == 1
+    assert run(store.count("registries")) == 1
+
+
+# -- blobs -----------------------------------------------------------------------------------
+
+
+def test_link_blob_lets_the_repository_serve_it(store: MetadataStore, reg: int) -> None:
+    digest, size = blob("layer")
+    assert run(store.linked_blob_size(reg, "app", digest)) is None
+    run(store.link_blob(reg, "app", digest, size))
+    assert run(store.linked_blob_size(reg, "app", digest)) == size
+    assert run(store.repository_exists(reg, "app"))
+    # Other repositories of the registry may not serve it through this link.
+    assert run(store.linked_blob_size(reg, "other", digest)) is None
+
+
+def test_link_blob_is_idempotent(store: MetadataStore, reg: int) -> None:
+    digest, size = blob("layer")
+    for _ in range(3):
+        run(store.link_blob(reg, "app", digest, size))
+    assert run(store.count("blobs")) == 1
+    assert run(store.count("repository_blobs")) == 1
+    assert run(store.count("repositories")) == 1
+
+
+def test_one_blob_row_for_many_repositories(store: MetadataStore, reg: int) -> None:
+    other = run(store.ensure_registry("otherreg")).id
+    digest, size = blob("shared")
+    run(store.link_blob(reg, "a", digest, size))
+    run(store.link_blob(reg, "b", digest, size))
+    run(store.link_blob(other, "a", digest, size))
+    assert run(store.count("blobs")) == 1
+    assert run(store.count("repository_blobs")) == 3
+
+
+def test_blob_size_in_registry(store: MetadataStore, reg: int) -> None:
+    digest, size = blob("layer")
+    run(store.link_blob(reg, "app", digest, size))
+    assert run(store.blob_size_in_registry(reg, digest)) == size
+    assert run(store.blob_size_in_registry(reg, digest, "app")) == size
+    assert run(store.blob_size_in_registry(reg, digest, "other")) is None
+    assert run(store.blob_size_in_registry(reg, blob("absent")[0])) is None
+
+
+def test_blob_lookups_never_cross_registries(store: MetadataStore, reg: int) -> None:
+    other = run(store.ensure_registry("otherreg")).id
+    digest, size = blob("private layer")
+    run(store.link_blob(reg, "app", digest, size))
+    # The other registry has a repository of the same name, with content of its own.
+    link(store, other, "app", "something else")
+    assert run(store.blob_size_in_registry(other, digest)) is None
+    assert run(store.blob_size_in_registry(other, digest, "app")) is None
+    assert run(store.linked_blob_size(other, "app", digest)) is None
+    assert run(store.blob_size_in_registry(reg, digest)) == size
+
+
+def test_unlink_blob(store: MetadataStore, reg: int) -> None:
+    digest = link(store, reg, "app", "layer")
+    assert run(store.unlink_blob(reg, "app", digest)) is True
+    assert run(store.linked_blob_size(reg, "app", digest)) is None
+    assert run(store.unlink_blob(reg, "app", digest)) is False
+    assert run(store.unlink_blob(reg, "no-such-repo", digest)) is False
+
+
+def test_concurrent_link_blob_of_the_same_digest(store: MetadataStore, reg: int) -> None:
+    digest, size = blob("popular")
+    results = gather(*(store.link_blob(reg, "fresh", digest, size) for _ in range(16)))
+    assert [r for r in results if isinstance(r, BaseException)] == []
+    assert run(store.count("blobs")) == 1
+    assert run(store.count("repository_blobs")) == 1
+    assert run(store.count("repositories")) == 1
+    assert run(store.linked_blob_size(reg, "fresh", digest)) == size
+
+
+def test_concurrent_link_blob_into_many_repositories(store: MetadataStore, reg: int) -> None:
+    digest, size = blob("base layer")
+    results = gather(*(store.link_blob(reg, f"repo{i}", digest, size) for i in range(16)))
+    assert [r for r in results if isinstance(r, BaseException)] == []
+    assert run(store.count("blobs")) == 1
+    assert run(store.count("repository_blobs")) == 16
+    assert run(store.list_repositories(reg, None, None)) == sorted(f"repo{i}" for i in range(16))
+
+
+# -- manifests -------------------------------------------------------------------------------
+
+
+def test_put_manifest_and_get_it_by_digest_and_tag(store: MetadataStore, reg: int) -> None:
+    config, layer = link(store, reg, "app", "config"), link(store, reg, "app", "layer")
+    digest = put(
+        store, reg, "app", "v1", tag="v1", blobs=(config, layer), artifact_type="application/x"
+    )
+    by_digest = run(store.get_manifest(reg, "app", digest=digest))
+    by_tag = run(store.get_manifest(reg, "app", tag="v1"))
+    assert isinstance(by_digest, ManifestRecord)
+    assert by_digest == by_tag
+    assert by_digest.digest == digest
+    assert by_digest.media_type == OCI_MANIFEST
+    assert by_digest.size == len(manifest_body("v1"))
+    assert by_digest.artifact_type == "application/x"
+    assert by_digest.subject_digest is None
+    assert by_digest.created_at.tzinfo is not None
+    assert run(store.manifest_content(by_digest.id)) == manifest_body("v1")
+    assert run(store.count("manifest_blobs")) == 2
+
+
+def test_get_manifest_misses(store: MetadataStore, reg: int) -> None:
+    digest = put(store, reg, "app", "v1", tag="v1")
+    assert run(store.get_manifest(reg, "app", tag="v2")) is None
+    assert run(store.get_manifest(reg, "app", digest=digest_bytes(b"other"))) is None
+    assert run(store.get_manifest(reg, "other", digest=digest)) is None
+    assert run(store.get_manifest(reg, "other", tag="v1")) is None
+    other = run(store.ensure_registry("otherreg")).id
+    assert run(store.get_manifest(other, "app", digest=digest)) is None
+    assert run(store.manifest_content(10**9)) is None
+
+
+def test_put_manifest_twice_is_idempotent(store: MetadataStore, reg: int) -> None:
+    layer = link(store, reg, "app", "layer")
+    first = put(store, reg, "app", "v1", tag="v1", blobs=(layer,))
+    second = put(store, reg, "app", "v1", tag="v1", blobs=(layer,))
+    assert first == second
+    assert run(store.count("manifests")) == 1
+    assert run(store.count("manifest_blobs")) == 1
+    assert run(store.count("tags")) == 1
+
+
+def test_put_manifest_with_missing_blobs_stores_nothing(store: MetadataStore, reg: int) -> None:
+    present = link(store, reg, "app", "present")
+    absent_a, absent_b = blob("absent a")[0], blob("absent b")[0]
+    with pytest.raises(MissingReferences) as exc:
+        put(store, reg, "app", "v1", tag="v1", blobs=(absent_b, present, absent_a))
+    assert exc.value.blobs == sorted([absent_a, absent_b])
+    assert exc.value.manifests == []
+    assert run(store.count("manifests")) == 0
+    assert run(store.count("manifest_blobs")) == 0
+    assert run(store.count("tags")) == 0
+
+
+def test_put_manifest_failure_does_not_create_the_repository(
+    store: MetadataStore, reg: int
+) -> None:
+    with pytest.raises(MissingReferences):
+        put(store, reg, "brand-new", "v1", tag="v1", blobs=(blob("absent")[0],))
+    assert run(store.repository_exists(reg, "brand-new")) is False
+    assert run(store.list_repositories(reg, None, None)) == []
+
+
+def test_put_manifest_with_missing_children_stores_nothing(store: MetadataStore, reg: int) -> None:
+    child = put(store, reg, "app", "amd64")
+    absent = digest_bytes(b"arm64 manifest")
+    with pytest.raises(MissingReferences) as exc:
+        put(
+            store, reg, "app", "index", tag="latest", children=(child, absent), media_type=OCI_INDEX
+        )
+    assert exc.value.blobs == []
+    assert exc.value.manifests == [absent]
+    assert run(store.count("manifests")) == 1
+    assert run(store.count("manifest_children")) == 0
+    assert run(store.count("tags")) == 0
+
+
+def test_references_must_be_in_the_same_repository(store: MetadataStore, reg: int) -> None:
+    layer = link(store, reg, "elsewhere", "layer")
+    child = put(store, reg, "elsewhere", "child")
+    with pytest.raises(MissingReferences) as exc:
+        put(store, reg, "app", "v1", blobs=(layer,), children=(child,))
+    assert (exc.value.blobs, exc.value.manifests) == ([layer], [child])
+
+
+def test_index_with_children(store: MetadataStore, reg: int) -> None:
+    children = (put(store, reg, "app", "amd64"), put(store, reg, "app", "arm64"))
+    index = put(store, reg, "app", "index", tag="latest", children=children, media_type=OCI_INDEX)
+    record = run(store.get_manifest(reg, "app", tag="latest"))
+    assert record is not None and record.digest == index and record.media_type == OCI_INDEX
+    assert run(store.count("manifest_children")) == 2
+
+
+def test_tag_upsert_moves_the_tag(store: MetadataStore, reg: int) -> None:
+    v1 = put(store, reg, "app", "v1", tag="latest")
+    v2 = put(store, reg, "app", "v2", tag="latest")
+    record = run(store.get_manifest(reg, "app", tag="latest"))
+    assert record is not None and record.digest == v2
+    # The old manifest stays, untagged.
+    assert run(store.get_manifest(reg, "app", digest=v1)) is not None
+    assert run(store.list_tags(reg, "app", None, None)) == ["latest"]
+    assert run(store.count("tags")) == 1
+    # And it can move back.
+    put(store, reg, "app", "v1", tag="latest")
+    record = run(store.get_manifest(reg, "app", tag="latest"))
+    assert record is not None and record.digest == v1
+
+
+def test_same_tag_in_two_repositories(store: MetadataStore, reg: int) -> None:
+    a = put(store, reg, "a", "in a", tag="latest")
+    b = put(store, reg, "b", "in b", tag="latest")
+    ra, rb = (
+        run(store.get_manifest(reg, "a", tag="latest")),
+        run(store.get_manifest(reg, "b", tag="latest")),
+    )
+    assert ra is not None and rb is not None
+    assert (ra.digest, rb.digest) == (a, b)
+
+
+def test_delete_manifest_removes_its_tags(store: MetadataStore, reg: int) -> None:
+    layer = link(store, reg, "app", "layer")
+    doomed = put(store, reg, "app", "doomed", tag="v1", blobs=(layer,))
+    put(store, reg, "app", "doomed", tag="stable", blobs=(layer,))
+    kept = put(store, reg, "app", "kept", tag="v2", blobs=(layer,))
+    assert run(store.delete_manifest(reg, "app", doomed)) is True
+    assert run(store.get_manifest(reg, "app", digest=doomed)) is None
+    assert run(store.get_manifest(reg, "app", tag="v1")) is None
+    assert run(store.list_tags(reg, "app", None, None)) == ["v2"]
+    assert run(store.get_manifest(reg, "app", digest=kept)) is not None
+    assert run(store.count("manifest_blobs")) == 1  # only the kept manifest's reference
+    # The blob link is the repository's, not the manifest's.
+    assert run(store.linked_blob_size(reg, "app", layer)) is not None
+    assert run(store.delete_manifest(reg, "app", doomed)) is False
+    assert run(store.delete_manifest(reg, "no-such-repo", doomed)) is False
+
+
+def test_delete_tag_keeps_the_manifest(store: MetadataStore, reg: int) -> None:
+    digest = put(store, reg, "app", "v1", tag="v1")
+    put(store, reg, "app", "v1", tag="also")
+    assert run(store.delete_tag(reg, "app", "v1")) is True
+    assert run(store.get_manifest(reg, "app", tag="v1")) is None
+    assert run(store.get_manifest(reg, "app", digest=digest)) is not None
+    assert run(store.list_tags(reg, "app", None, None)) == ["also"]
+    assert run(store.delete_tag(reg, "app", "v1")) is False
+    assert run(store.delete_tag(reg, "no-such-repo", "v1")) is False
+
+
+def test_concurrent_put_manifest_of_the_same_tag(store: MetadataStore, reg: int) -> None:
+    layer = link(store, reg, "app", "layer")
+    names = [f"build-{i % 4}" for i in range(16)]  # four manifests, each pushed four times
+    digests = {digest_bytes(manifest_body(n)) for n in names}
+
+    def push(name: str) -> Awaitable[None]:
+        body = manifest_body(name)
+        return store.put_manifest(
+            reg,
+            "app",
+            digest=digest_bytes(body),
+            media_type=OCI_MANIFEST,
+            artifact_type=None,
+            subject_digest=None,
+            content=body,
+            annotations=None,
+            blobs=[layer],
+            children=[],
+            tag="latest",
+        )
+
+    results = gather(*(push(n) for n in names))
+    assert [r for r in results if isinstance(r, BaseException)] == []
+    assert run(store.count("manifests")) == len(digests) == 4
+    assert run(store.count("manifest_blobs")) == 4
+    assert run(store.count("tags")) == 1
+    tagged = run(store.get_manifest(reg, "app", tag="latest"))
+    assert tagged is not None and tagged.digest in digests
+    for digest in digests:
+        assert run(store.get_manifest(reg, "app", digest=digest)) is not None
+
+
+def test_concurrent_first_pushes_into_a_new_repository(store: MetadataStore, reg: int) -> None:
+    # Sixteen manifests with no blobs race to create the same repository.
+    results = gather(
+        *(
+            store.put_manifest(
+                reg,
+                "new-repo",
+                digest=digest_bytes(manifest_body(f"m{i}")),
+                media_type=OCI_MANIFEST,
+                artifact_type=None,
+                subject_digest=None,
+                content=manifest_body(f"m{i}"),
+                annotations=None,
+                blobs=[],
+                children=[],
+                tag=f"t{i}",
+            )
+            for i in range(16)
+        )
+    )
+    assert [r for r in results if isinstance(r, BaseException)] == []
+    assert run(store.count("repositories")) == 1
+    assert run(store.count("manifests")) == 16
+    assert run(store.list_tags(reg, "new-repo", None, None)) == sorted(f"t{i}" for i in range(16))
+
+
+# -- listing ---------------------------------------------------------------------------------
+
+TAGS = ["v1.9", "latest", "B", "a", "v1.10", "_x", "A", "b", "0", "v1.10-rc1", "z"]
+
+
+def test_list_tags_in_lexical_order(store: MetadataStore, reg: int) -> None:
+    for i, tag in enumerate(TAGS):
+        put(store, reg, "app", f"m{i % 3}", tag=tag)
+    # Byte order, as Distribution sorts: digits, then upper case, then "_", then lower case.
+    assert run(store.list_tags(reg, "app", None, None)) == sorted(TAGS)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 11, 50])
+def test_list_tags_paging(store: MetadataStore, reg: int, n: int) -> None:
+    for i, tag in enumerate(TAGS):
+        put(store, reg, "app", f"m{i}", tag=tag)
+    pages: list[list[str]] = []
+    last: str | None = None
+    while True:
+        page = run(store.list_tags(reg, "app", n, last))
+        assert page is not None
+        assert len(page) <= n
+        if not page:
+            break
+        pages.append(page)
+        last = page[-1]
+    assert [t for p in pages for t in p] == sorted(TAGS)
+    assert all(len(p) == n for p in pages[:-1])
+
+
+def test_list_tags_edges(store: MetadataStore, reg: int) -> None:
+    assert run(store.list_tags(reg, "no-such-repo", None, None)) is None
+    link(store, reg, "empty", "a blob but no manifest")
+    assert run(store.list_tags(reg, "empty", None, None)) == []
+    for tag in ("a", "b", "c"):
+        put(store, reg, "app", tag, tag=tag)
+    assert run(store.list_tags(reg, "app", 0, None)) == []
+    assert run(store.list_tags(reg, "app", None, "")) == ["a", "b", "c"]
+    assert run(store.list_tags(reg, "app", None, "a")) == ["b", "c"]
+    assert run(store.list_tags(reg, "app", None, "bb")) == ["c"]  # last need not be a tag
+    assert run(store.list_tags(reg, "app", 10, "c")) == []
+
+
+REPOS = ["b", "a/b", "a", "a-b", "a.b", "a_b", "ab", "a/a", "z/y/x", "0"]
+
+
+def test_list_repositories_in_lexical_order(store: MetadataStore, reg: int) -> None:
+    for repo in REPOS:
+        link(store, reg, repo, "layer")
+    assert run(store.list_repositories(reg, None, None)) == sorted(REPOS)
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 10, 100])
+def test_list_repositories_paging(store: MetadataStore, reg: int, n: int) -> None:
+    for repo in REPOS:
+        put(store, reg, repo, "m")
+    seen: list[str] = []
+    last: str | None = None
+    while page := run(store.list_repositories(reg, n, last)):
+        assert len(page) <= n
+        seen += page
+        last = page[-1]
+    assert seen == sorted(REPOS)
+
+
+def test_list_repositories_is_per_registry(store: MetadataStore, reg: int) -> None:
+    other = run(store.ensure_registry("otherreg")).id
+    link(store, reg, "mine", "layer")
+    link(store, other, "theirs", "layer")
+    assert run(store.list_repositories(reg, None, None)) == ["mine"]
+    assert run(store.list_repositories(other, None, None)) == ["theirs"]
+    assert run(store.list_repositories(reg, 1, "mine")) == []
+
+
+# -- referrers -------------------------------------------------------------------------------
+
+
+def test_referrers_by_subject(store: MetadataStore, reg: int) -> None:
+    subject = put(store, reg, "app", "image", tag="v1")
+    other_subject = put(store, reg, "app", "other image")
+    sig = put(
+        store,
+        reg,
+        "app",
+        "signature",
+        subject=subject,
+        artifact_type="application/vnd.dev.cosign.artifact.sig.v1+json",
+        annotations={"org.opencontainers.image.created": "2024-05-01T00:00:00Z"},
+    )
+    sbom = put(store, reg, "app", "sbom", subject=subject, artifact_type="application/spdx+json")
+    put(store, reg, "app", "unrelated", subject=other_subject, artifact_type="application/x")
+    put(store, reg, "elsewhere", "same subject, other repo", subject=subject)
+
+    found = run(store.referrers(reg, "app", subject))
+    assert found is not None
+    by_digest = {r.digest: r for r in found}
+    assert set(by_digest) == {sig, sbom}
+    assert by_digest[sig].artifact_type == "application/vnd.dev.cosign.artifact.sig.v1+json"
+    assert by_digest[sig].annotations == {
+        "org.opencontainers.image.created": "2024-05-01T00:00:00Z"
+    }
+    assert by_digest[sig].media_type == OCI_MANIFEST
+    assert by_digest[sig].size == len(manifest_body("signature"))
+    assert by_digest[sbom].annotations is None
+
+
+def test_referrers_before_their_subject_exists(store: MetadataStore, reg: int) -> None:
+    # A signature may be pushed before the image it signs (the spec allows it).
+    future = digest_bytes(b"not pushed yet")
+    sig = put(store, reg, "app", "early signature", subject=future)
+    found = run(store.referrers(reg, "app", future))
+    assert found is not None and [r.digest for r in found] == [sig]
+
+
+def test_referrers_edges(store: MetadataStore, reg: int) -> None:
+    assert run(store.referrers(reg, "no-such-repo", digest_bytes(b"x"))) is None
+    subject = put(store, reg, "app", "image")
+    assert run(store.referrers(reg, "app", subject)) == []
+
+
+def test_deleting_a_referrer_removes_it(store: MetadataStore, reg: int) -> None:
+    subject = put(store, reg, "app", "image")
+    sig = put(store, reg, "app", "signature", subject=subject)
+    run(store.delete_manifest(reg, "app", sig))
+    assert run(store.referrers(reg, "app", subject)) == []
+
+
+# -- uploads ---------------------------------------------------------------------------------
+
+
+def test_upload_lifecycle(store: MetadataStore, reg: int) -> None:
+    created = run(store.create_upload("upload-0001", reg, "app"))
+    assert isinstance(created, Upload)
+    assert (created.id, created.registry_id, created.repository, created.size) == (
+        "upload-0001",
+        reg,
+        "app",
+        0,
+    )
+    got = run(store.get_upload("upload-0001"))
+    assert got is not None
+    assert (got.id, got.registry_id, got.repository, got.size) == ("upload-0001", reg, "app", 0)
+    assert got.created_at.tzinfo is not None and got.updated_at.tzinfo is not None
+
+    run(store.advance_upload("upload-0001", 0, 10))
+    run(store.advance_upload("upload-0001", 10, 25))
+    got = run(store.get_upload("upload-0001"))
+    assert got is not None and got.size == 25
+    assert got.updated_at >= got.created_at
+
+    digest, size = blob("uploaded")
+    run(store.finish_upload("upload-0001", reg, "app", digest, size))
+    assert run(store.get_upload("upload-0001")) is None
+    assert run(store.linked_blob_size(reg, "app", digest)) == size
+    assert run(store.repository_exists(reg, "app"))
+
+
+def test_advance_upload_is_compare_and_set(store: MetadataStore, reg: int) -> None:
+    run(store.create_upload("upload-cas", reg, "app"))
+    run(store.advance_upload("upload-cas", 0, 10))
+    with pytest.raises(UploadConflict):
+        run(store.advance_upload("upload-cas", 0, 20))  # stale: another request moved it
+    got = run(store.get_upload("upload-cas"))
+    assert got is not None and got.size == 10
+    with pytest.raises(UploadConflict):
+        run(store.advance_upload("no-such-upload", 0, 1))
+
+
+def test_concurrent_advances_only_one_wins(store: MetadataStore, reg: int) -> None:
+    run(store.create_upload("upload-race", reg, "app"))
+    results = gather(*(store.advance_upload("upload-race", 0, 100 + i) for i in range(16)))
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    assert len(winners) == 1
+    assert all(isinstance(r, UploadConflict) for r in results if isinstance(r, BaseException))
+    got = run(store.get_upload("upload-race"))
+    assert got is not None and 100 <= got.size < 116
+
+
+def test_finish_upload_of_an_already_linked_blob(store: MetadataStore, reg: int) -> None:
+    digest, size = blob("known")
+    run(store.link_blob(reg, "app", digest, size))
+    run(store.create_upload("upload-dup", reg, "app"))
+    run(store.finish_upload("upload-dup", reg, "app", digest, size))
+    assert run(store.count("blobs")) == 1
+    assert run(store.count("repository_blobs")) == 1
+    assert run(store.get_upload("upload-dup")) is None
+
+
+def test_delete_upload(store: MetadataStore, reg: int) -> None:
+    run(store.create_upload("upload-del", reg, "app"))
+    assert run(store.delete_upload("upload-del")) is True
+    assert run(store.get_upload("upload-del")) is None
+    assert run(store.delete_upload("upload-del")) is False
+
+
+def test_upload_ids_are_unique(store: MetadataStore, reg: int) -> None:
+    run(store.create_upload("upload-once", reg, "app"))
+    with pytest.raises(IntegrityError):
+        run(store.create_upload("upload-once", reg, "other"))
+    got = run(store.get_upload("upload-once"))
+    assert got is not None and got.repository == "app"
+
+
+def test_get_missing_upload(store: MetadataStore) -> None:
+    assert run(store.get_upload("never-created")) is None
