@@ -52,6 +52,9 @@ TOOMANYREQUESTS = _register("TOOMANYREQUESTS", "too many requests", 429)
 RANGE_INVALID = _register(
     "BLOB_UPLOAD_INVALID_RANGE", "the chunk does not continue the upload where it stands", 416
 )
+RANGE_NOT_SATISFIABLE = _register(
+    "RANGE_NOT_SATISFIABLE", "the requested byte range is not satisfiable", 416
+)
 MANIFEST_TOO_LARGE = _register("MANIFEST_TOO_LARGE", "manifest is larger than the limit", 413)
 TAG_INVALID = _register("TAG_INVALID", "invalid tag", 400)
 PAGINATION_INVALID = _register(

@@ -73,6 +73,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> Starlette:
             await store.ensure_registry(settings.default_registry)
         yield
         store.close()
+        driver.close()
 
     async def healthz(_: Request) -> Response:
         return Response(b"ok\n", media_type="text/plain")

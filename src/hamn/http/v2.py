@@ -15,6 +15,7 @@ from urllib.parse import quote, urlencode
 import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from hamn.errors import (
     BLOB_UPLOAD_INVALID,
@@ -22,6 +23,7 @@ from hamn.errors import (
     DIGEST_INVALID,
     MANIFEST_TOO_LARGE,
     NOT_FOUND,
+    RANGE_NOT_SATISFIABLE,
     UNSUPPORTED,
     HamnError,
 )
@@ -37,9 +39,11 @@ _ROUTE = re.compile(
     r"|blobs/uploads/(?P<upload>[^/]*)"
     r"|blobs/(?P<digest>[^/]+)"
     r"|referrers/(?P<subject>[^/]+)"
-    r")$"
+    r")\Z"
 )
-_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+_SINGLE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)\Z")
+_RANGE_SET = re.compile(r"^bytes=\s*\d*-\d*(?:\s*,\s*\d*-\d*)*\Z")
+_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?\Z")
 
 Handler = Callable[[Request, Target, str, str], Awaitable[Response]]
 
@@ -102,8 +106,49 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
+def _check_blob_range(value: str | None, size: int) -> None:
+    """Refuse a single byte range that cannot be satisfied (416, as the spec asks).
+
+    Satisfiable ranges, and forms this does not parse (several ranges), are
+    left to the file response, which serves them.
+    """
+    if value is None:
+        return
+    m = _SINGLE_RANGE.match(value.strip())
+    if m is None:
+        return
+    first, last = m.group(1), m.group(2)
+    if first == "":
+        satisfiable = last != "" and int(last) > 0 and size > 0
+    else:
+        satisfiable = int(first) < size and (last == "" or int(first) <= int(last))
+    if not satisfiable:
+        raise HamnError(
+            RANGE_NOT_SATISFIABLE,
+            f"range {value[:100]!r} is outside the blob's {size} bytes",
+            headers={"Content-Range": f"bytes */{size}"},
+        )
+
+
 def _range_header(size: int) -> str:
     return f"0-{max(size - 1, 0)}"
+
+
+class _WithoutRange(Response):
+    """Serves a response as if the request had no Range header.
+
+    RFC 9110 says a Range header that cannot be parsed is ignored (the whole
+    content is sent), where the file response would answer 400.
+    """
+
+    def __init__(self, inner: Response) -> None:
+        self.inner = inner
+        self.status_code = inner.status_code
+        self.background = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"range"]
+        await self.inner({**scope, "headers": headers}, receive, send)
 
 
 class DataPlane:
@@ -213,9 +258,16 @@ class DataPlane:
         if request.method == "HEAD":
             headers["Content-Length"] = str(blob.size)
             return Response(b"", media_type="application/octet-stream", headers=headers)
+        byte_range = request.headers.get("range")
+        _check_blob_range(byte_range, blob.size)
         if blob.path is not None:
             # Zero-copy: granian sends the file itself (ASGI pathsend) unless a Range is asked.
-            return FileResponse(blob.path, media_type="application/octet-stream", headers=headers)
+            response = FileResponse(
+                blob.path, media_type="application/octet-stream", headers=headers
+            )
+            if byte_range is not None and not _RANGE_SET.match(byte_range.strip()):
+                return _WithoutRange(response)
+            return response
         return self._stream_blob(blob, headers)
 
     def _stream_blob(self, blob: Blob, headers: dict[str, str]) -> Response:

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.types import TypeEngine
 
 metadata = MetaData(
     naming_convention={
@@ -38,6 +39,13 @@ metadata = MetaData(
 )
 
 TS = DateTime(timezone=True)
+
+
+def name_column(length: int) -> TypeEngine[str]:
+    """A name that lists sort and page through bytewise (``C`` collation on PostgreSQL),
+    the order SQLite uses, so paging with ``last`` is the same on both databases."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
 
 registries = Table(
     "registries",
@@ -53,7 +61,7 @@ repositories = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("registry_id", Integer, ForeignKey("registries.id", ondelete="CASCADE"), nullable=False),
-    Column("name", String(255), nullable=False),
+    Column("name", name_column(255), nullable=False),
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
     UniqueConstraint("registry_id", "name"),
@@ -129,7 +137,7 @@ tags = Table(
         ForeignKey("repositories.id", ondelete="CASCADE"),
         primary_key=True,
     ),
-    Column("name", String(128), primary_key=True),
+    Column("name", name_column(128), primary_key=True),
     Column("manifest_id", Integer, ForeignKey("manifests.id", ondelete="CASCADE"), nullable=False),
     Column("updated_at", TS, nullable=False),
     Index("ix_tags_manifest_id", "manifest_id"),

@@ -230,6 +230,7 @@ class MetadataStore:
         self._insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
         self.inline_reads = self.dialect == "sqlite"
         self._local = threading.local()
+        self._raw_connections: list[Any] = []
         # Per-thread connections for hot reads, outside the pool so they never starve writers.
         self._read_engine = (
             create_metadata_engine(str(engine.url), pooled=False) if self.inline_reads else None
@@ -240,9 +241,9 @@ class MetadataStore:
         """Release connections and threads."""
         self._pool.shutdown(wait=True)
         self.engine.dispose()
-        raw = getattr(self._local, "raw", None)
-        if raw is not None:
+        for raw in self._raw_connections:
             raw.close()
+        self._raw_connections.clear()
 
     def _fast(self, stmt: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Run a prebuilt hot-path SELECT.
@@ -264,6 +265,7 @@ class MetadataStore:
         if raw is None:
             assert self._read_engine is not None
             raw = self._local.raw = self._read_engine.raw_connection()
+            self._raw_connections.append(raw)
         cursor = raw.cursor()
         try:
             sql, order, defaults = compiled

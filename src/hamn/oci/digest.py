@@ -10,7 +10,7 @@ from typing import Protocol
 from hamn.errors import DIGEST_INVALID, UNSUPPORTED, HamnError
 
 # Grammar from the OCI image spec: algorithm ":" encoded.
-_DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
+_DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)\Z")
 
 #: Registered algorithms hamn verifies, with the length of their hex encoding.
 ALGORITHMS: dict[str, int] = {"sha256": 64, "sha512": 128}

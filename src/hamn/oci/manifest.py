@@ -64,6 +64,8 @@ class Descriptor:
             out["annotations"] = self.annotations
         if self.platform:
             out["platform"] = self.platform
+        if self.urls:
+            out["urls"] = list(self.urls)
         return out
 
 
@@ -106,9 +108,13 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
     if not isinstance(doc, dict):
         raise _invalid("manifest must be a JSON object")
     schema_version = doc.get("schemaVersion")
-    if schema_version == 1:
+    if schema_version == 1 and not isinstance(schema_version, bool):
         raise _schema1()
-    if schema_version != 2 or isinstance(schema_version, bool):
+    # The 1.1 release candidates' artifact manifest has no schemaVersion.
+    artifact = doc.get("mediaType") == OCI_ARTIFACT_MANIFEST and schema_version is None
+    if not artifact and (
+        type(schema_version) is not int or schema_version != 2  # 2.0 and true are not 2
+    ):
         raise _invalid("schemaVersion must be 2", schemaVersion=schema_version)
 
     body_type = doc.get("mediaType")
@@ -176,7 +182,9 @@ def _descriptor(value: object, where: str) -> Descriptor:
     platform = value.get("platform")
     if platform is not None and not isinstance(platform, dict):
         raise _invalid(f"{where}.platform must be an object")
-    urls = value.get("urls") or []
+    urls = value.get("urls")
+    if urls is None:
+        urls = []
     if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
         raise _invalid(f"{where}.urls must be a list of strings")
     return Descriptor(media_type, digest, size, artifact_type, annotations, platform, tuple(urls))

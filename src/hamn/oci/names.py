@@ -7,9 +7,9 @@ import re
 from hamn.errors import NAME_INVALID, TAG_INVALID, HamnError
 
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
-_NAME_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-_TAG_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
-_REGISTRY_RE = re.compile(r"^[a-zA-Z0-9]{5,50}$")
+_NAME_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*\Z")
+_TAG_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}\Z")
+_REGISTRY_RE = re.compile(r"^[a-zA-Z0-9]{5,50}\Z")
 
 #: Distribution's limit on a repository name (host plus path fits 255).
 MAX_NAME_LENGTH = 255

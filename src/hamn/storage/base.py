@@ -93,3 +93,7 @@ class BlobDriver(Protocol):
     def list_blobs(self) -> AsyncIterator[str]:
         """Every stored blob digest (for fsck and garbage collection)."""
         ...
+
+    def close(self) -> None:
+        """Release the driver's threads and connections."""
+        ...

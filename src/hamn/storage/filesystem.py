@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 
 from hamn.storage.base import StorageBusy, StorageNotFound, UploadWriter
 
-_UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-_DIGEST_RE = re.compile(r"^(sha256|sha512):([0-9a-f]{64}|[0-9a-f]{128})$")
+_UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}\Z")
+_DIGEST_RE = re.compile(r"^(?:(sha256):([0-9a-f]{64})|(sha512):([0-9a-f]{128}))\Z")
 _READ_CHUNK = 1024 * 1024
 T = TypeVar("T")
 
@@ -45,13 +45,18 @@ class FilesystemDriver:
         # Disk I/O runs off the event loop; a few threads keep reads and writes overlapping.
         self._io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="hamn-fs")
 
+    def close(self) -> None:
+        """Stop the I/O threads."""
+        self._io.shutdown(wait=True)
+
     # -- keys -----------------------------------------------------------------
     def blob_path(self, digest: str) -> str:
         """The path of a blob's bytes (validated against path tricks)."""
         m = _DIGEST_RE.match(digest)
         if m is None:
             raise ValueError(f"not a storable digest: {digest[:100]!r}")
-        algorithm, hexpart = m.group(1), m.group(2)
+        algorithm = m.group(1) or m.group(3)
+        hexpart = m.group(2) or m.group(4)
         return os.path.join(self._blobs, algorithm, hexpart[:2], hexpart)
 
     def upload_path(self, upload_id: str) -> str:

@@ -16,6 +16,11 @@ branch_labels = None
 depends_on = None
 
 
+def _name(length: int) -> sa.types.TypeEngine[str]:
+    # Bytewise order on PostgreSQL too, so paging with ``last`` matches SQLite.
+    return sa.String(length).with_variant(sa.String(length, collation="C"), "postgresql")
+
+
 def upgrade() -> None:
     op.create_table(
         "blobs",
@@ -37,7 +42,7 @@ def upgrade() -> None:
         "repositories",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("registry_id", sa.Integer(), nullable=False),
-        sa.Column("name", sa.String(length=255), nullable=False),
+        sa.Column("name", _name(255), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
@@ -147,7 +152,7 @@ def upgrade() -> None:
     op.create_table(
         "tags",
         sa.Column("repository_id", sa.Integer(), nullable=False),
-        sa.Column("name", sa.String(length=128), nullable=False),
+        sa.Column("name", _name(128), nullable=False),
         sa.Column("manifest_id", sa.Integer(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
