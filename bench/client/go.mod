@@ -1,0 +1,3 @@
+module hamn.local/bench/client
+
+go 1.22

@@ -1,0 +1,3 @@
+-- wrk script: GET a repository's tags list.
+wrk.method = "GET"
+wrk.headers["Accept"] = "application/json"
