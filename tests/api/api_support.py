@@ -82,6 +82,7 @@ def expect_error(resp: httpx.Response, status: int, code: str) -> dict[str, Any]
         f"{resp.request.method} {resp.request.url} -> {resp.status_code}, want {status}: "
         f"{resp.content[:500]!r}"
     )
+    assert resp.headers.get("Docker-Distribution-API-Version") == "registry/2.0", resp.headers
     if resp.request.method == "HEAD":
         assert resp.content == b""
         return {}
@@ -98,6 +99,7 @@ def expect_status(resp: httpx.Response, *status: int) -> httpx.Response:
         f"{resp.request.method} {resp.request.url} -> {resp.status_code}, want {status}: "
         f"{resp.content[:500]!r}"
     )
+    assert resp.headers.get("Docker-Distribution-API-Version") == "registry/2.0", resp.headers
     return resp
 
 

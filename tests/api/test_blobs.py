@@ -53,6 +53,16 @@ def test_monolithic_push_then_pull(client: httpx.Client, repo: str, algorithm: s
     assert r.headers["Docker-Content-Digest"] == digest
 
 
+def test_upload_session_ends_with_its_completion(client: httpx.Client, repo: str) -> None:
+    data = random_bytes(1000)
+    loc = start_upload(client, repo)
+    expect_status(client.put(with_query(loc, digest=digest_of(data)), content=data), 201)
+    expect_error(client.get(loc), 404, "BLOB_UPLOAD_UNKNOWN")
+    expect_error(client.patch(loc, content=b"more"), 404, "BLOB_UPLOAD_UNKNOWN")
+    expect_error(client.put(with_query(loc, digest=digest_of(data))), 404, "BLOB_UPLOAD_UNKNOWN")
+    assert get_blob(client, repo, digest_of(data)) == data
+
+
 def test_single_post_push(client: httpx.Client, repo: str) -> None:
     data = random_bytes(70_000)
     r = client.post(

@@ -167,15 +167,20 @@ def test_truncated_chunk_in_completing_put(
 def _settled_status(client: httpx.Client, loc: str) -> httpx.Response:
     """The upload's status once the server has noticed the client went away.
 
-    Until it has, the aborted request still holds the upload and a status
-    request may see it as busy; that must end within moments, never hang.
+    Until it has, the aborted request still holds the upload, and writes to it
+    are refused as busy (409, Retry-After); that must end within moments, never
+    hang. An empty PATCH is the probe: it appends nothing but needs the upload.
     """
     deadline = time.monotonic() + 10
     while True:
-        r = client.get(loc)
-        if r.status_code != 409 or time.monotonic() > deadline:
-            return expect_status(r, 204)
+        r = client.patch(loc, content=b"")
+        if r.status_code != 409:
+            break
+        expect_error(r, 409, "BLOB_UPLOAD_BUSY")
+        assert time.monotonic() < deadline, "the aborted request still holds the upload"
         time.sleep(0.05)
+    expect_status(r, 202)
+    return expect_status(client.get(loc), 204)
 
 
 # -- a client that stalls mid-body -------------------------------------------------------

@@ -120,6 +120,21 @@ def test_manifest_pushed_by_sha512_digest(client: httpx.Client, repo: str) -> No
     assert r.headers["Docker-Content-Digest"] == digest
 
 
+def test_manifest_naming_sha512_blobs(client: httpx.Client, repo: str) -> None:
+    config, layer = random_bytes(60), random_bytes(6000)
+    push_blob(client, repo, config, "sha512")
+    push_blob(client, repo, layer, "sha512")
+    doc = image_manifest(config, [layer])
+    doc["config"]["digest"] = digest_of(config, "sha512")
+    doc["layers"][0]["digest"] = digest_of(layer, "sha512")
+    body = encode(doc)
+    push_manifest(client, repo, "v512", body, OCI_MANIFEST)
+    assert_pull(client, repo, "v512", body, OCI_MANIFEST)
+    # The same bytes named by sha256 are not the blob the manifest references.
+    doc["layers"][0]["digest"] = digest_of(layer)
+    expect_error(put_manifest(client, repo, "v256", encode(doc)), 400, "MANIFEST_BLOB_UNKNOWN")
+
+
 def test_artifact_with_artifact_type_and_subject(client: httpx.Client, repo: str) -> None:
     subject = push_image(client, repo, "v1")
     doc = {
