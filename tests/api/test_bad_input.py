@@ -128,6 +128,22 @@ def test_oversized_streamed_manifest_is_refused(client: httpx.Client, repo: str)
     expect_error(client.get(f"/v2/{repo}/manifests/big"), 404, "MANIFEST_UNKNOWN")
 
 
+def test_manifest_naming_tens_of_thousands_of_missing_blobs(
+    client: httpx.Client, repo: str
+) -> None:
+    """Just under 4 MiB of distinct references: refused by name, not by the database."""
+    push_blob(client, repo, b"{}")
+    layers = [
+        {"mediaType": "a", "digest": digest_of(str(i).encode()), "size": 1} for i in range(38_000)
+    ]
+    body = encode(_image(layers=layers))
+    assert len(body) < 4 * MIB
+    entry = expect_error(put_manifest(client, repo, "many", body), 400, "MANIFEST_BLOB_UNKNOWN")
+    assert layers[0]["digest"] in str(entry["detail"])
+    index = encode({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": layers})
+    expect_error(put_manifest(client, repo, "many", index, OCI_INDEX), 400, "MANIFEST_BLOB_UNKNOWN")
+
+
 # -- bad digests ---------------------------------------------------------------------
 
 BAD_DIGESTS = [

@@ -40,6 +40,22 @@ def _server_still_answers(client: httpx.Client) -> None:
     expect_status(client.get("/v2/"), 200)
 
 
+def _upload_files(reg: Any) -> dict[str, int]:
+    """Upload id -> size of the server's upload files (empty for an external server)."""
+    if reg.data_dir is None:
+        return {}
+    root = reg.data_dir / "storage" / "uploads"
+    return {p.name: p.stat().st_size for p in root.iterdir()}
+
+
+def _upload_file_size(reg: Any, loc: str) -> int | None:
+    """Bytes the server holds on disk for the upload at ``loc`` (None for an external server)."""
+    if reg.data_dir is None:
+        return None
+    upload_id = loc.split("?", 1)[0].rstrip("/").rsplit("/", 1)[1]
+    return _upload_files(reg)[upload_id]
+
+
 # -- a client that stops sending mid-body -----------------------------------------------
 
 
@@ -55,6 +71,7 @@ def test_truncated_patch_leaves_the_upload_where_it_was(
     # The failed chunk is rolled back: the upload is where it was acknowledged.
     r = _settled_status(client, loc)
     assert r.headers["Range"] == f"0-{MIB - 1}"
+    assert _upload_file_size(live_registry, loc) in (MIB, None)
     r = client.patch(loc, content=data[MIB:], headers={"Content-Range": f"{MIB}-{3 * MIB - 1}"})
     loc = location(expect_status(r, 202))
     expect_status(client.put(with_query(loc, digest=digest_of(data))), 201)
@@ -83,6 +100,7 @@ def test_truncated_monolithic_put_publishes_nothing(
     )
     r = _settled_status(client, loc)
     assert r.headers["Range"] == "0-0"
+    assert _upload_file_size(live_registry, loc) in (0, None)
     expect_error(client.head(f"/v2/{repo}/blobs/{digest_of(data)}"), 404, "BLOB_UNKNOWN")
     # The client can retry on the same session.
     expect_status(client.put(with_query(loc, digest=digest_of(data)), content=data), 201)
@@ -93,6 +111,7 @@ def test_truncated_single_post_publishes_nothing(
     live_registry: Any, client: httpx.Client, repo: str
 ) -> None:
     data = random_bytes(2 * MIB)
+    before = set(_upload_files(live_registry))
     send_truncated(
         live_registry.host,
         "POST",
@@ -103,6 +122,11 @@ def test_truncated_single_post_publishes_nothing(
     time.sleep(0.2)
     expect_error(client.head(f"/v2/{repo}/blobs/{digest_of(data)}"), 404, "BLOB_UNKNOWN")
     _server_still_answers(client)
+    # The single-request upload's session and bytes are gone, not left behind.
+    deadline = time.monotonic() + 10
+    while set(_upload_files(live_registry)) - before:
+        assert time.monotonic() < deadline, set(_upload_files(live_registry)) - before
+        time.sleep(0.05)
 
 
 def test_truncated_manifest_put_stores_nothing(
