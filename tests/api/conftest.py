@@ -68,7 +68,10 @@ def _no_server_faults(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @pytest.fixture
 def own_server(tmp_path: Path, pytestconfig: pytest.Config) -> Iterator[Callable[[], LiveRegistry]]:
-    """Start private servers on one data directory (``tmp_path/data``); kill them at the end."""
+    """Start private servers on one data directory (``tmp_path/data``); kill them at the end.
+
+    Their log (one file for all of them) must show no internal error either.
+    """
     start_hamn = root_conftest(pytestconfig).start_hamn
     started: list[LiveRegistry] = []
 
@@ -81,6 +84,10 @@ def own_server(tmp_path: Path, pytestconfig: pytest.Config) -> Iterator[Callable
     for reg in started:
         if reg.process is not None and reg.process.poll() is None:
             kill9(reg.process)
+    if started:
+        log = started[-1].log()
+        faults = [line for line in log.splitlines() if any(f in line for f in _SERVER_FAULTS)]
+        assert not faults, "the server logged internal errors:\n" + log[-4000:]
 
 
 @pytest.fixture

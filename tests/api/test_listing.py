@@ -87,6 +87,7 @@ def test_tags_n_and_last(client: httpx.Client, repo: str, tagged: list[str]) -> 
 def test_tags_n_zero_is_empty(client: httpx.Client, repo: str, tagged: list[str]) -> None:
     r = expect_status(client.get(f"/v2/{repo}/tags/list", params={"n": 0}), 200)
     assert r.json()["tags"] == []
+    assert "Link" not in r.headers
 
 
 def test_tags_of_unknown_repository(client: httpx.Client) -> None:
