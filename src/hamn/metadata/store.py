@@ -10,10 +10,14 @@ two writers queue on the lock instead of failing an upgrade mid-transaction.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
+import fcntl
 import functools
 import os
+import queue
 import threading
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from importlib import resources
@@ -184,6 +188,14 @@ _REPOSITORIES_PAGE = (
 )
 #: "No limit" for paged listings, in a form both SQLite and PostgreSQL accept.
 _NO_LIMIT = 2**62
+_UPLOAD_BY_ID = select(
+    t.uploads.c.id,
+    t.uploads.c.registry_id,
+    t.uploads.c.repository,
+    t.uploads.c.size,
+    t.uploads.c.created_at,
+    t.uploads.c.updated_at,
+).where(t.uploads.c.id == bindparam("id"))
 _MANIFEST_CONTENT = select(t.manifests.c.content).where(t.manifests.c.id == bindparam("id"))
 
 
@@ -220,13 +232,53 @@ def _reading(
     return wrapper
 
 
+def _writing(
+    fn: Callable[Concatenate[MetadataStore, Connection, P], R],
+) -> Callable[Concatenate[MetadataStore, P], Coroutine[Any, Any, R]]:
+    """A write: the method body runs inside a write transaction the store provides.
+
+    On SQLite, writes queue for the store's writer thread, which commits the
+    writes waiting at that moment as one transaction, each in its own savepoint
+    (group commit): one failing write is rolled back alone, and the per-commit
+    cost is shared. On PostgreSQL each write is its own transaction on the pool.
+    """
+
+    async def wrapper(self: MetadataStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        def op(conn: Connection) -> R:
+            return fn(self, conn, *args, **kwargs)
+
+        return await self._submit_write(op)
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__qualname__ = fn.__qualname__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+#: The most writes one group commit takes.
+_MAX_BATCH = 64
+
+_WriteOp = tuple[Callable[[Connection], Any], "concurrent.futures.Future[Any]"]
+
+
 class MetadataStore:
     """All metadata reads and writes hamn's services need."""
 
     def __init__(self, engine: Engine, *, threads: int = 8) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hamn-db")
+        # SQLite has one writer at a time: one thread per process writes, so
+        # writers never contend inside a process; networked databases get a pool.
+        self._pool = ThreadPoolExecutor(
+            max_workers=1 if self.dialect == "sqlite" else threads, thread_name_prefix="hamn-db"
+        )
+        self._write_queue: queue.SimpleQueue[_WriteOp | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._writer_start = threading.Lock()
+        database = engine.url.database if self.dialect == "sqlite" else None
+        self._lock_fd: int | None = None
+        if database and database != ":memory:":
+            self._lock_fd = os.open(f"{database}.write-lock", os.O_RDWR | os.O_CREAT, 0o600)
         self._insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
         self.inline_reads = self.dialect == "sqlite"
         self._local = threading.local()
@@ -239,8 +291,15 @@ class MetadataStore:
 
     def close(self) -> None:
         """Release connections and threads."""
+        if self._writer is not None:
+            self._write_queue.put(None)
+            self._writer.join()
+            self._writer = None
         self._pool.shutdown(wait=True)
         self.engine.dispose()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
         for raw in self._raw_connections:
             raw.close()
         self._raw_connections.clear()
@@ -274,22 +333,107 @@ class MetadataStore:
         finally:
             cursor.close()
 
-    def _write(self) -> Any:
-        return self.engine.connect().execution_options(hamn_write=True)
+    async def _submit_write(self, op: Callable[[Connection], R]) -> R:
+        if self.dialect != "sqlite":
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._pool, self._write_alone, op)
+        future: concurrent.futures.Future[R] = concurrent.futures.Future()
+        with self._writer_start:
+            if self._writer is None:
+                # Started on first use, so a store built before a fork has no thread to lose.
+                self._writer = threading.Thread(
+                    target=self._writer_loop, name="hamn-db-writer", daemon=True
+                )
+                self._writer.start()
+        self._write_queue.put((op, future))
+        return await asyncio.wrap_future(future)
+
+    def _write_alone(self, op: Callable[[Connection], R]) -> R:
+        with self._write() as conn:
+            return op(conn)
+
+    def _writer_loop(self) -> None:
+        while True:
+            first = self._write_queue.get()
+            if first is None:
+                return
+            batch: list[_WriteOp] = [first]
+            stop = False
+            while len(batch) < _MAX_BATCH:
+                try:
+                    more = self._write_queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            self._commit_batch(batch)
+            if stop:
+                return
+
+    def _commit_batch(self, batch: list[_WriteOp]) -> None:
+        outcomes: list[tuple[concurrent.futures.Future[Any], bool, Any]] = []
+        try:
+            with self._write() as conn:
+                for op, future in batch:
+                    try:
+                        if len(batch) == 1:
+                            outcomes.append((future, True, op(conn)))
+                        else:
+                            with conn.begin_nested():
+                                outcomes.append((future, True, op(conn)))
+                    except Exception as exc:
+                        if len(batch) == 1:
+                            raise
+                        outcomes.append((future, False, exc))
+        except Exception as exc:
+            # BEGIN or COMMIT failed (or the only write did): nothing of the batch is stored.
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        for future, ok, value in outcomes:
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A write transaction.
+
+        On SQLite, writers of all processes first queue on an ``flock``: the
+        kernel hands it over the moment it is released, where SQLite's own busy
+        handler would poll with sleeps of up to 100 ms and starve throughput.
+        """
+        with self._writer_lock(), self.engine.connect() as conn:
+            conn = conn.execution_options(hamn_write=True)
+            with conn.begin():
+                yield conn
+
+    @contextlib.contextmanager
+    def _writer_lock(self) -> Iterator[None]:
+        if self._lock_fd is None:
+            yield
+            return
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     # -- registries -------------------------------------------------------------
-    @_threaded
-    def ensure_registry(self, name: str) -> Registry:
+    @_writing
+    def ensure_registry(self, conn: Connection, name: str) -> Registry:
         """The registry ``name``, created if it does not exist."""
-        with self._write() as conn, conn.begin():
-            conn.execute(
-                self._insert(t.registries)
-                .values(name=name, name_key=name.lower(), created_at=utcnow())
-                .on_conflict_do_nothing(index_elements=["name_key"])
-            )
-            row = conn.execute(
-                select(t.registries).where(t.registries.c.name_key == name.lower())
-            ).one()
+        conn.execute(
+            self._insert(t.registries)
+            .values(name=name, name_key=name.lower(), created_at=utcnow())
+            .on_conflict_do_nothing(index_elements=["name_key"])
+        )
+        row = conn.execute(
+            select(t.registries).where(t.registries.c.name_key == name.lower())
+        ).one()
         return Registry(row.id, row.name, _aware(row.created_at))
 
     @_reading
@@ -364,37 +508,37 @@ class MetadataStore:
         with self.engine.connect() as conn:
             return conn.execute(q).scalar()
 
-    @_threaded
-    def link_blob(self, registry_id: int, repository: str, digest: str, size: int) -> None:
+    @_writing
+    def link_blob(
+        self, conn: Connection, registry_id: int, repository: str, digest: str, size: int
+    ) -> None:
         """Record the blob (once per storage) and let the repository serve it."""
         now = utcnow()
-        with self._write() as conn, conn.begin():
-            repo_id = self._ensure_repo(conn, registry_id, repository)
-            conn.execute(
-                self._insert(t.blobs)
-                .values(digest=digest, size=size, created_at=now)
-                .on_conflict_do_nothing(index_elements=["digest"])
-            )
-            conn.execute(
-                self._insert(t.repository_blobs)
-                .values(repository_id=repo_id, digest=digest, created_at=now)
-                .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
-            )
+        repo_id = self._ensure_repo(conn, registry_id, repository)
+        conn.execute(
+            self._insert(t.blobs)
+            .values(digest=digest, size=size, created_at=now)
+            .on_conflict_do_nothing(index_elements=["digest"])
+        )
+        conn.execute(
+            self._insert(t.repository_blobs)
+            .values(repository_id=repo_id, digest=digest, created_at=now)
+            .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+        )
 
-    @_threaded
-    def unlink_blob(self, registry_id: int, repository: str, digest: str) -> bool:
+    @_writing
+    def unlink_blob(self, conn: Connection, registry_id: int, repository: str, digest: str) -> bool:
         """Stop the repository serving the blob; False if it did not."""
-        with self._write() as conn, conn.begin():
-            repo_id = self._repo_id(conn, registry_id, repository)
-            if repo_id is None:
-                return False
-            result = conn.execute(
-                delete(t.repository_blobs).where(
-                    t.repository_blobs.c.repository_id == repo_id,
-                    t.repository_blobs.c.digest == digest,
-                )
+        repo_id = self._repo_id(conn, registry_id, repository)
+        if repo_id is None:
+            return False
+        result = conn.execute(
+            delete(t.repository_blobs).where(
+                t.repository_blobs.c.repository_id == repo_id,
+                t.repository_blobs.c.digest == digest,
             )
-            return bool(result.rowcount)
+        )
+        return bool(result.rowcount)
 
     # -- manifests --------------------------------------------------------------
     @staticmethod
@@ -422,9 +566,10 @@ class MetadataStore:
         rows = self._fast(_MANIFEST_CONTENT, {"id": manifest_id})
         return bytes(rows[0][0]) if rows else None
 
-    @_threaded
+    @_writing
     def put_manifest(
         self,
+        conn: Connection,
         registry_id: int,
         repository: str,
         *,
@@ -445,115 +590,112 @@ class MetadataStore:
         """
         blob_set, child_set = set(blobs), set(children)
         now = utcnow()
-        with self._write() as conn, conn.begin():
-            repo_id = self._ensure_repo(conn, registry_id, repository)
-            missing_blobs: list[str] = []
-            if blob_set:
-                have = set(
-                    conn.execute(
-                        select(t.repository_blobs.c.digest).where(
-                            t.repository_blobs.c.repository_id == repo_id,
-                            t.repository_blobs.c.digest.in_(blob_set),
-                        )
-                    ).scalars()
-                )
-                missing_blobs = sorted(blob_set - have)
-            missing_children: list[str] = []
-            if child_set:
-                have = set(
-                    conn.execute(
-                        select(t.manifests.c.digest).where(
-                            t.manifests.c.repository_id == repo_id,
-                            t.manifests.c.digest.in_(child_set),
-                        )
-                    ).scalars()
-                )
-                missing_children = sorted(child_set - have)
-            if missing_blobs or missing_children:
-                raise MissingReferences(missing_blobs, missing_children)
-            conn.execute(
-                self._insert(t.manifests)
-                .values(
-                    repository_id=repo_id,
-                    digest=digest,
-                    media_type=media_type,
-                    artifact_type=artifact_type,
-                    subject_digest=subject_digest,
-                    size=len(content),
-                    content=content,
-                    annotations=orjson.dumps(annotations).decode() if annotations else None,
-                    created_at=now,
-                )
-                .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
-            )
-            manifest_id = conn.execute(
-                select(t.manifests.c.id).where(
-                    t.manifests.c.repository_id == repo_id, t.manifests.c.digest == digest
-                )
-            ).scalar_one()
-            if blob_set:
+        repo_id = self._ensure_repo(conn, registry_id, repository)
+        missing_blobs: list[str] = []
+        if blob_set:
+            have = set(
                 conn.execute(
-                    self._insert(t.manifest_blobs).on_conflict_do_nothing(
-                        index_elements=["manifest_id", "digest"]
-                    ),
-                    [{"manifest_id": manifest_id, "digest": d} for d in sorted(blob_set)],
-                )
-            if child_set:
-                conn.execute(
-                    self._insert(t.manifest_children).on_conflict_do_nothing(
-                        index_elements=["manifest_id", "child_digest"]
-                    ),
-                    [{"manifest_id": manifest_id, "child_digest": d} for d in sorted(child_set)],
-                )
-            if tag is not None:
-                stmt = self._insert(t.tags).values(
-                    repository_id=repo_id, name=tag, manifest_id=manifest_id, updated_at=now
-                )
-                conn.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=["repository_id", "name"],
-                        set_={"manifest_id": manifest_id, "updated_at": now},
+                    select(t.repository_blobs.c.digest).where(
+                        t.repository_blobs.c.repository_id == repo_id,
+                        t.repository_blobs.c.digest.in_(blob_set),
                     )
-                )
-            conn.execute(
-                update(t.repositories).where(t.repositories.c.id == repo_id).values(updated_at=now)
+                ).scalars()
             )
+            missing_blobs = sorted(blob_set - have)
+        missing_children: list[str] = []
+        if child_set:
+            have = set(
+                conn.execute(
+                    select(t.manifests.c.digest).where(
+                        t.manifests.c.repository_id == repo_id,
+                        t.manifests.c.digest.in_(child_set),
+                    )
+                ).scalars()
+            )
+            missing_children = sorted(child_set - have)
+        if missing_blobs or missing_children:
+            raise MissingReferences(missing_blobs, missing_children)
+        conn.execute(
+            self._insert(t.manifests)
+            .values(
+                repository_id=repo_id,
+                digest=digest,
+                media_type=media_type,
+                artifact_type=artifact_type,
+                subject_digest=subject_digest,
+                size=len(content),
+                content=content,
+                annotations=orjson.dumps(annotations).decode() if annotations else None,
+                created_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+        )
+        manifest_id = conn.execute(
+            select(t.manifests.c.id).where(
+                t.manifests.c.repository_id == repo_id, t.manifests.c.digest == digest
+            )
+        ).scalar_one()
+        if blob_set:
+            conn.execute(
+                self._insert(t.manifest_blobs).on_conflict_do_nothing(
+                    index_elements=["manifest_id", "digest"]
+                ),
+                [{"manifest_id": manifest_id, "digest": d} for d in sorted(blob_set)],
+            )
+        if child_set:
+            conn.execute(
+                self._insert(t.manifest_children).on_conflict_do_nothing(
+                    index_elements=["manifest_id", "child_digest"]
+                ),
+                [{"manifest_id": manifest_id, "child_digest": d} for d in sorted(child_set)],
+            )
+        if tag is not None:
+            stmt = self._insert(t.tags).values(
+                repository_id=repo_id, name=tag, manifest_id=manifest_id, updated_at=now
+            )
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["repository_id", "name"],
+                    set_={"manifest_id": manifest_id, "updated_at": now},
+                )
+            )
+        conn.execute(
+            update(t.repositories).where(t.repositories.c.id == repo_id).values(updated_at=now)
+        )
 
-    @_threaded
-    def delete_manifest(self, registry_id: int, repository: str, digest: str) -> bool:
+    @_writing
+    def delete_manifest(
+        self, conn: Connection, registry_id: int, repository: str, digest: str
+    ) -> bool:
         """Delete the manifest and every tag pointing at it; False if absent."""
-        with self._write() as conn, conn.begin():
-            repo_id = self._repo_id(conn, registry_id, repository)
-            if repo_id is None:
-                return False
-            manifest_id = conn.execute(
-                select(t.manifests.c.id).where(
-                    t.manifests.c.repository_id == repo_id, t.manifests.c.digest == digest
-                )
-            ).scalar()
-            if manifest_id is None:
-                return False
-            conn.execute(delete(t.tags).where(t.tags.c.manifest_id == manifest_id))
-            conn.execute(
-                delete(t.manifest_blobs).where(t.manifest_blobs.c.manifest_id == manifest_id)
+        repo_id = self._repo_id(conn, registry_id, repository)
+        if repo_id is None:
+            return False
+        manifest_id = conn.execute(
+            select(t.manifests.c.id).where(
+                t.manifests.c.repository_id == repo_id, t.manifests.c.digest == digest
             )
-            conn.execute(
-                delete(t.manifest_children).where(t.manifest_children.c.manifest_id == manifest_id)
-            )
-            conn.execute(delete(t.manifests).where(t.manifests.c.id == manifest_id))
-            return True
+        ).scalar()
+        if manifest_id is None:
+            return False
+        conn.execute(delete(t.tags).where(t.tags.c.manifest_id == manifest_id))
+        conn.execute(delete(t.manifest_blobs).where(t.manifest_blobs.c.manifest_id == manifest_id))
+        conn.execute(
+            delete(t.manifest_children).where(t.manifest_children.c.manifest_id == manifest_id)
+        )
+        conn.execute(delete(t.manifests).where(t.manifests.c.id == manifest_id))
+        return True
 
-    @_threaded
-    def delete_tag(self, registry_id: int, repository: str, tag: str) -> bool:
+    @_writing
+    def delete_tag(self, conn: Connection, registry_id: int, repository: str, tag: str) -> bool:
         """Remove a tag (the manifest stays); False if absent."""
-        with self._write() as conn, conn.begin():
-            repo_id = self._repo_id(conn, registry_id, repository)
-            if repo_id is None:
-                return False
-            result = conn.execute(
-                delete(t.tags).where(t.tags.c.repository_id == repo_id, t.tags.c.name == tag)
-            )
-            return bool(result.rowcount)
+        repo_id = self._repo_id(conn, registry_id, repository)
+        if repo_id is None:
+            return False
+        result = conn.execute(
+            delete(t.tags).where(t.tags.c.repository_id == repo_id, t.tags.c.name == tag)
+        )
+        return bool(result.rowcount)
 
     @_reading
     def list_tags(
@@ -605,76 +747,75 @@ class MetadataStore:
         ]
 
     # -- uploads ----------------------------------------------------------------
-    @_threaded
-    def create_upload(self, upload_id: str, registry_id: int, repository: str) -> Upload:
+    @_writing
+    def create_upload(
+        self, conn: Connection, upload_id: str, registry_id: int, repository: str
+    ) -> Upload:
         """Record a new upload session at offset 0."""
         now = utcnow()
-        with self._write() as conn, conn.begin():
-            conn.execute(
-                t.uploads.insert().values(
-                    id=upload_id,
-                    registry_id=registry_id,
-                    repository=repository,
-                    size=0,
-                    created_at=now,
-                    updated_at=now,
-                )
+        conn.execute(
+            t.uploads.insert().values(
+                id=upload_id,
+                registry_id=registry_id,
+                repository=repository,
+                size=0,
+                created_at=now,
+                updated_at=now,
             )
+        )
         return Upload(upload_id, registry_id, repository, 0, now, now)
 
     @_reading
     def get_upload(self, upload_id: str) -> Upload | None:
         """The upload session, or None."""
-        with self.engine.connect() as conn:
-            row = conn.execute(select(t.uploads).where(t.uploads.c.id == upload_id)).first()
-        if row is None:
+        rows = self._fast(_UPLOAD_BY_ID, {"id": upload_id})
+        if not rows:
             return None
-        return Upload(
-            row.id,
-            row.registry_id,
-            row.repository,
-            row.size,
-            _aware(row.created_at),
-            _aware(row.updated_at),
-        )
+        row = rows[0]
+        return Upload(row[0], row[1], row[2], row[3], _timestamp(row[4]), _timestamp(row[5]))
 
-    @_threaded
-    def advance_upload(self, upload_id: str, old_size: int, new_size: int) -> None:
+    @_writing
+    def advance_upload(
+        self, conn: Connection, upload_id: str, old_size: int, new_size: int
+    ) -> None:
         """Move the acknowledged offset from ``old_size`` to ``new_size`` (compare-and-set)."""
-        with self._write() as conn, conn.begin():
-            result = conn.execute(
-                update(t.uploads)
-                .where(t.uploads.c.id == upload_id, t.uploads.c.size == old_size)
-                .values(size=new_size, updated_at=utcnow())
-            )
-            if not result.rowcount:
-                raise UploadConflict(upload_id)
+        result = conn.execute(
+            update(t.uploads)
+            .where(t.uploads.c.id == upload_id, t.uploads.c.size == old_size)
+            .values(size=new_size, updated_at=utcnow())
+        )
+        if not result.rowcount:
+            raise UploadConflict(upload_id)
 
-    @_threaded
+    @_writing
     def finish_upload(
-        self, upload_id: str, registry_id: int, repository: str, digest: str, size: int
+        self,
+        conn: Connection,
+        upload_id: str,
+        registry_id: int,
+        repository: str,
+        digest: str,
+        size: int,
     ) -> None:
         """Link a just-published blob into the repository and end its upload, atomically."""
         now = utcnow()
-        with self._write() as conn, conn.begin():
-            repo_id = self._ensure_repo(conn, registry_id, repository)
-            conn.execute(
-                self._insert(t.blobs)
-                .values(digest=digest, size=size, created_at=now)
-                .on_conflict_do_nothing(index_elements=["digest"])
-            )
-            conn.execute(
-                self._insert(t.repository_blobs)
-                .values(repository_id=repo_id, digest=digest, created_at=now)
-                .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
-            )
-            conn.execute(delete(t.uploads).where(t.uploads.c.id == upload_id))
+        repo_id = self._ensure_repo(conn, registry_id, repository)
+        conn.execute(
+            self._insert(t.blobs)
+            .values(digest=digest, size=size, created_at=now)
+            .on_conflict_do_nothing(index_elements=["digest"])
+        )
+        conn.execute(
+            self._insert(t.repository_blobs)
+            .values(repository_id=repo_id, digest=digest, created_at=now)
+            .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+        )
+        conn.execute(delete(t.uploads).where(t.uploads.c.id == upload_id))
 
-    @_threaded
-    def delete_upload(self, upload_id: str) -> bool:
+    @_writing
+    def delete_upload(self, conn: Connection, upload_id: str) -> bool:
         """Forget an upload session; False if it was not there."""
-        with self._write() as conn, conn.begin():
-            return bool(conn.execute(delete(t.uploads).where(t.uploads.c.id == upload_id)).rowcount)
+        return bool(conn.execute(delete(t.uploads).where(t.uploads.c.id == upload_id)).rowcount)
 
     @_threaded
     def count(self, table: str) -> int:

@@ -204,6 +204,8 @@ class BlobUploadService:
         if algorithm == DEFAULT_ALGORITHM and cached is not None and cached[0] == upload.size:
             return cached[1]
         hasher = new_hasher(algorithm)
+        if upload.size == 0:
+            return hasher
         loop = asyncio.get_running_loop()
         async for chunk in self.blobs.read_upload(upload.id, upload.size):
             await loop.run_in_executor(self._hash_pool, hasher.update, chunk)
