@@ -261,6 +261,55 @@ _MAX_BATCH = 64
 _WriteOp = tuple[Callable[[Connection], Any], "concurrent.futures.Future[Any]"]
 
 
+class _WriteStatements:
+    """The hot write statements, built once per store (their ON CONFLICT form is
+    the dialect's), so a push does not rebuild them on every request."""
+
+    def __init__(self, insert: Any) -> None:
+        self.insert_repository = (
+            insert(t.repositories)
+            .values(
+                registry_id=bindparam("p_reg"),
+                name=bindparam("p_repo"),
+                created_at=bindparam("p_now"),
+                updated_at=bindparam("p_now"),
+            )
+            .on_conflict_do_nothing(index_elements=["registry_id", "name"])
+        )
+        self.insert_blob = (
+            insert(t.blobs)
+            .values(
+                digest=bindparam("p_digest"),
+                size=bindparam("p_size"),
+                created_at=bindparam("p_now"),
+            )
+            .on_conflict_do_nothing(index_elements=["digest"])
+        )
+        self.insert_link = (
+            insert(t.repository_blobs)
+            .values(
+                repository_id=bindparam("p_repo_id"),
+                digest=bindparam("p_digest"),
+                created_at=bindparam("p_now"),
+            )
+            .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+        )
+        self.insert_upload = t.uploads.insert().values(
+            id=bindparam("p_id"),
+            registry_id=bindparam("p_reg"),
+            repository=bindparam("p_repo"),
+            size=0,
+            created_at=bindparam("p_now"),
+            updated_at=bindparam("p_now"),
+        )
+        self.advance_upload = (
+            update(t.uploads)
+            .where(t.uploads.c.id == bindparam("p_id"), t.uploads.c.size == bindparam("p_old"))
+            .values(size=bindparam("p_new"), updated_at=bindparam("p_now"))
+        )
+        self.delete_upload = delete(t.uploads).where(t.uploads.c.id == bindparam("p_id"))
+
+
 class MetadataStore:
     """All metadata reads and writes hamn's services need."""
 
@@ -281,6 +330,7 @@ class MetadataStore:
             self._lock_fd = os.open(f"{database}.write-lock", os.O_RDWR | os.O_CREAT, 0o600)
         self._insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
         self.inline_reads = self.dialect == "sqlite"
+        self._w = _WriteStatements(self._insert)
         self._local = threading.local()
         self._raw_connections: list[Any] = []
         # Per-thread connections for hot reads, outside the pool so they never starve writers.
@@ -452,14 +502,16 @@ class MetadataStore:
         ).scalar()
 
     def _ensure_repo(self, conn: Connection, registry_id: int, repository: str) -> int:
-        now = utcnow()
-        conn.execute(
-            self._insert(t.repositories)
-            .values(registry_id=registry_id, name=repository, created_at=now, updated_at=now)
-            .on_conflict_do_nothing(index_elements=["registry_id", "name"])
-        )
-        repo_id = self._repo_id(conn, registry_id, repository)
-        assert repo_id is not None
+        params = {"reg": registry_id, "repo": repository}
+        repo_id: int | None = conn.execute(_REPO_ID, params).scalar()
+        if repo_id is None:
+            now = utcnow()
+            conn.execute(
+                self._w.insert_repository,
+                {"p_reg": registry_id, "p_repo": repository, "p_now": now},
+            )
+            repo_id = conn.execute(_REPO_ID, params).scalar()
+            assert repo_id is not None
         return repo_id
 
     @_reading
@@ -753,16 +805,8 @@ class MetadataStore:
     ) -> Upload:
         """Record a new upload session at offset 0."""
         now = utcnow()
-        conn.execute(
-            t.uploads.insert().values(
-                id=upload_id,
-                registry_id=registry_id,
-                repository=repository,
-                size=0,
-                created_at=now,
-                updated_at=now,
-            )
-        )
+        params = {"p_id": upload_id, "p_reg": registry_id, "p_repo": repository, "p_now": now}
+        conn.execute(self._w.insert_upload, params)
         return Upload(upload_id, registry_id, repository, 0, now, now)
 
     @_reading
@@ -779,11 +823,8 @@ class MetadataStore:
         self, conn: Connection, upload_id: str, old_size: int, new_size: int
     ) -> None:
         """Move the acknowledged offset from ``old_size`` to ``new_size`` (compare-and-set)."""
-        result = conn.execute(
-            update(t.uploads)
-            .where(t.uploads.c.id == upload_id, t.uploads.c.size == old_size)
-            .values(size=new_size, updated_at=utcnow())
-        )
+        params = {"p_id": upload_id, "p_old": old_size, "p_new": new_size, "p_now": utcnow()}
+        result = conn.execute(self._w.advance_upload, params)
         if not result.rowcount:
             raise UploadConflict(upload_id)
 
@@ -800,22 +841,14 @@ class MetadataStore:
         """Link a just-published blob into the repository and end its upload, atomically."""
         now = utcnow()
         repo_id = self._ensure_repo(conn, registry_id, repository)
-        conn.execute(
-            self._insert(t.blobs)
-            .values(digest=digest, size=size, created_at=now)
-            .on_conflict_do_nothing(index_elements=["digest"])
-        )
-        conn.execute(
-            self._insert(t.repository_blobs)
-            .values(repository_id=repo_id, digest=digest, created_at=now)
-            .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
-        )
-        conn.execute(delete(t.uploads).where(t.uploads.c.id == upload_id))
+        conn.execute(self._w.insert_blob, {"p_digest": digest, "p_size": size, "p_now": now})
+        conn.execute(self._w.insert_link, {"p_repo_id": repo_id, "p_digest": digest, "p_now": now})
+        conn.execute(self._w.delete_upload, {"p_id": upload_id})
 
     @_writing
     def delete_upload(self, conn: Connection, upload_id: str) -> bool:
         """Forget an upload session; False if it was not there."""
-        return bool(conn.execute(delete(t.uploads).where(t.uploads.c.id == upload_id)).rowcount)
+        return bool(conn.execute(self._w.delete_upload, {"p_id": upload_id}).rowcount)
 
     @_threaded
     def count(self, table: str) -> int:

@@ -37,6 +37,8 @@ from hamn.storage.base import BlobDriver, StorageBusy, StorageNotFound, UploadWr
 
 #: Bytes gathered from the body before a batch is handed to the hash and write threads.
 BATCH_BYTES = 1024 * 1024
+#: Batches up to this size are hashed on the event loop instead of a thread.
+INLINE_BYTES = 64 * 1024
 #: Hash states kept per process so consecutive chunks need not re-read the upload.
 _HASH_STATES = 256
 
@@ -258,7 +260,12 @@ class BlobUploadService:
         batch_bytes = 0
         in_flight: asyncio.Future[object] | None = None
 
-        async def flush(buffers: list[bytes]) -> object:
+        async def flush(buffers: list[bytes], size: int) -> object:
+            if size <= INLINE_BYTES:
+                # Hashing a few KiB costs less than handing it to a thread.
+                _update_all(hasher, buffers)
+                await writer.write(buffers)
+                return None
             hashed = loop.run_in_executor(self._hash_pool, _update_all, hasher, buffers)
             await asyncio.gather(hashed, writer.write(buffers))
             return None
@@ -278,13 +285,13 @@ class BlobUploadService:
                 if batch_bytes >= BATCH_BYTES:
                     if in_flight is not None:
                         await in_flight
-                    in_flight = asyncio.ensure_future(flush(batch))
+                    in_flight = asyncio.ensure_future(flush(batch, batch_bytes))
                     batch, batch_bytes = [], 0
             if in_flight is not None:
                 await in_flight
                 in_flight = None
             if batch:
-                await flush(batch)
+                await flush(batch, batch_bytes)
             if expected_length is not None and received != expected_length:
                 raise HamnError(
                     SIZE_INVALID,

@@ -27,6 +27,7 @@ from hamn.storage.base import StorageBusy, StorageNotFound, UploadWriter
 _UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}\Z")
 _DIGEST_RE = re.compile(r"^(?:(sha256):([0-9a-f]{64})|(sha512):([0-9a-f]{128}))\Z")
 _READ_CHUNK = 1024 * 1024
+_INLINE_WRITE = 64 * 1024
 T = TypeVar("T")
 
 
@@ -217,8 +218,13 @@ class _FilesystemUploadWriter:
 
     async def write(self, buffers: Sequence[bytes]) -> None:
         fd = self._require_fd()
-        await self._driver._run(self._writev, fd, buffers)
-        self._size += sum(len(b) for b in buffers)
+        size = sum(len(b) for b in buffers)
+        if size <= _INLINE_WRITE:
+            # A small write to the page cache costs less than a thread hop.
+            self._writev(fd, buffers)
+        else:
+            await self._driver._run(self._writev, fd, buffers)
+        self._size += size
 
     async def truncate(self, size: int) -> None:
         fd = self._require_fd()
