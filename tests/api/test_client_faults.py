@@ -78,6 +78,24 @@ def test_truncated_patch_leaves_the_upload_where_it_was(
     assert get_blob(client, repo, digest_of(data)) == data
 
 
+@pytest.mark.parametrize(("announced", "sent"), [(5000, 100), (1000, 999), (64 * 1024, 1)])
+def test_truncated_small_patch(
+    live_registry: Any, client: httpx.Client, repo: str, announced: int, sent: int
+) -> None:
+    data = random_bytes(1000 + announced)
+    loc = start_upload(client, repo)
+    expect_status(client.patch(loc, content=data[:1000], headers={"Content-Range": "0-999"}), 202)
+    send_truncated(live_registry.host, "PATCH", loc, announced, data[1000 : 1000 + sent])
+    r = _settled_status(client, loc)
+    assert r.headers["Range"] == "0-999"
+    assert _upload_file_size(live_registry, loc) in (1000, None)
+    r = client.patch(loc, content=data[1000:], headers={"Content-Range": f"1000-{len(data) - 1}"})
+    expect_status(
+        client.put(with_query(location(expect_status(r, 202)), digest=digest_of(data))), 201
+    )
+    assert get_blob(client, repo, digest_of(data)) == data
+
+
 def test_truncated_patch_without_content_range(
     live_registry: Any, client: httpx.Client, repo: str
 ) -> None:
