@@ -2,8 +2,9 @@
 """hamn benchmark: hamn side by side with CNCF Distribution, one run, same workload, same client.
 
 Run it with ``bench/run`` (see bench/README.md). Targets run one at a time, each on a
-fresh data directory under bench/results/, in random order. The data transfers use curl
-and a small Go client (bench/client, built at bench time); request-rate figures use wrk.
+fresh data directory under bench/results/, in random order. Pulls use curl; pushes, the
+small-layer and tag workloads use a small Go client (bench/client, built at bench time);
+request rates use wrk, and the Go client for HEAD (wrk 4.1 hangs on HEAD responses).
 Everything talks to 127.0.0.1 only, and every loop is bounded in count and in time.
 """
 
@@ -272,6 +273,22 @@ def tree_rss(pid: int) -> int:
         except (OSError, IndexError, ValueError):
             continue
     return total
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process tree's live members."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / TICK
 
 
 class RssSampler(threading.Thread):
@@ -692,6 +709,7 @@ class TargetRun:
     def step(self, key: str, fn: Callable[[], Any]) -> Any:
         say(f"  {self.spec.name}: {key}")
         t0 = time.monotonic()
+        cpu0 = tree_cpu(self.proc.pid)
         try:
             value = fn()
         except BenchError as e:
@@ -708,8 +726,12 @@ class TargetRun:
             self.errors[key] = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
             say(f"    ERROR: {self.errors[key]}")
             return None
+        wall = time.monotonic() - t0
+        if isinstance(value, dict) and wall > 0:
+            # Includes warm-up runs and setup inside the step: a rough figure.
+            value["server_cores"] = (tree_cpu(self.proc.pid) - cpu0) / wall
         self.results[key] = value
-        say(f"    {brief(value)}  ({time.monotonic() - t0:.1f} s)")
+        say(f"    {brief(value)}  ({wall:.1f} s)")
         return value
 
     def run_all(self) -> None:
@@ -992,7 +1014,9 @@ def fmt(v: Any) -> str:
         return "-"
     if isinstance(v, bool):
         return "yes" if v else "no"
-    if isinstance(v, int | float):
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
         a = abs(v)
         if a >= 100:
             return f"{v:,.0f}"
@@ -1018,12 +1042,14 @@ ROWS: list[tuple[str, str, str, bool | None]] = [
     ("2. 256 MiB blob", "push chunked MiB/s, median", "blob_push.chunked_mib_s.median", True),
     ("2. 256 MiB blob", "pull MiB/s, best", "blob_pull.mib_s.best", True),
     ("2. 256 MiB blob", "pull MiB/s, median", "blob_pull.mib_s.median", True),
+    ("2. 256 MiB blob", "server cores used while pushing", "blob_push.server_cores", None),
     ("3. manifest by tag", "GET req/s (wrk)", "manifest_get.rps", True),
     ("3. manifest by tag", "GET p99 ms (wrk)", "manifest_get.p99_ms", False),
     ("3. manifest by tag", "HEAD req/s (benchclient)", "manifest_head.rps", True),
     ("3. manifest by tag", "HEAD p99 ms (benchclient)", "manifest_head.p99_ms", False),
     ("3. manifest by tag", "GET req/s (benchclient)", "manifest_get_benchclient.rps", True),
     ("3. manifest by tag", "GET p99 ms (benchclient)", "manifest_get_benchclient.p99_ms", False),
+    ("3. manifest by tag", "server cores used, wrk GET", "manifest_get.server_cores", None),
     ("4. tags", "tags/list of 1,000: req/s", "tags_list.rps", True),
     ("4. tags", "tags/list of 1,000: p99 ms", "tags_list.p99_ms", False),
     ("4. tags", "walk n=100: full walk ms, best", "tags_walk.ms.best", False),
@@ -1035,6 +1061,7 @@ ROWS: list[tuple[str, str, str, bool | None]] = [
     ("5. small layers", "POST+PUT layers/s, best", "small_layers.per_s.best", True),
     ("5. small layers", "POST+PUT layers/s, median", "small_layers.per_s.median", True),
     ("5. small layers", "client cores used", "small_layers.client_cores", None),
+    ("5. small layers", "server cores used (approx.)", "small_layers.server_cores", None),
     ("5. small layers", "single POST layers/s, best", "small_layers_single_post.per_s.best", True),
     ("6. memory (RSS of the process tree)", "idle MiB", "memory.idle_mib", False),
     (
@@ -1115,7 +1142,10 @@ def report(doc: dict[str, Any]) -> str:
             fmt(dig(lim, "client_smallpush_sink_per_s.best")),
         ],
     ]
-    out.append(table(["limit", "value"], lrows))
+    if lim:
+        out.append(table(["limit", "value"], lrows))
+    else:
+        out.append("  (skipped: --skip-limits)")
     for key in ("nginx_error", "sink_error"):
         if key in lim:
             out.append(f"  {key}: {lim[key]}")
@@ -1136,7 +1166,15 @@ def report(doc: dict[str, Any]) -> str:
         ratios = []
         for other in (D2, D3):
             o = targets.get(other, {}).get("results", {})
-            r = None if path == "walk_setup.rate" else ratio(dig(h, path), dig(o, path))
+            if (
+                path.startswith("tags_walk.")
+                and h
+                and dig(o, "tags_walk.honours_n") is False
+                and higher is not None
+            ):
+                ratios.append("n/c")  # one page of every tag: not comparable
+                continue
+            r = None if higher is None else ratio(dig(h, path), dig(o, path))
             ratios.append(f"{r:.2f}" if r is not None else "-")
         arrow = {True: " (up)", False: " (down)", None: ""}[higher]
         sections.setdefault(section, []).append([label + arrow, *cells, *ratios])
@@ -1147,7 +1185,7 @@ def report(doc: dict[str, Any]) -> str:
     out.append("")
     out.append(
         "(up) higher is better, (down) lower is better; ratios are hamn / Distribution "
-        "of the figure as shown."
+        "of the figure as shown; n/c: not comparable (that server ignores ?n=)."
     )
     errs = [(t, k, v) for t in cols for k, v in targets[t]["errors"].items()]
     if errs:
