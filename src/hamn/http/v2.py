@@ -301,8 +301,8 @@ class DataPlane:
             source = params.get("from")
             mounted = None
             if source:
-                origin = await self.registry.resolve(request.headers.get("host"), source)
-                if origin.registry.id == target.registry.id:
+                origin = await self.registry.mount_source(request.headers.get("host"), source)
+                if origin is not None and origin.registry.id == target.registry.id:
                     mounted = await self.uploads.mount(target, mount, origin.repository)
             else:
                 mounted = await self.uploads.mount(target, mount, None)

@@ -19,6 +19,7 @@ from hamn.errors import (
     DIGEST_INVALID,
     MANIFEST_BLOB_UNKNOWN,
     MANIFEST_UNKNOWN,
+    NAME_INVALID,
     NAME_UNKNOWN,
     PAGINATION_INVALID,
     HamnError,
@@ -187,6 +188,20 @@ class RegistryService:
             f"no registry named {first!r}; address repositories as <host>/<registry>/<repository>",
             detail={"name": name},
         )
+
+    async def mount_source(self, host: str | None, name: str) -> Target | None:
+        """Where a mount's ``from=`` points, or None when it names no repository.
+
+        A ``from`` that is not a valid repository name cannot be mounted from;
+        the spec's answer to a mount that cannot happen is a plain upload
+        session (202), not an error.
+        """
+        try:
+            return await self.resolve(host, name)
+        except HamnError as exc:
+            if exc.code in (NAME_INVALID, NAME_UNKNOWN):
+                return None
+            raise
 
     # -- manifests --------------------------------------------------------------
     async def get_manifest(self, target: Target, reference: str) -> Manifest:

@@ -190,9 +190,13 @@ class BlobUploadService:
 
         With ``source``, only that repository is searched; without it, any
         repository of the same registry (OCI 1.1 automatic mount). Never across
-        registries.
+        registries. A ``digest`` that is not a valid digest names no blob, so
+        nothing is mounted and the caller starts an upload, as the spec asks.
         """
-        digest = str(parse_digest(digest))
+        try:
+            digest = str(parse_digest(digest))
+        except HamnError:
+            return None
         size = await self.store.blob_size_in_registry(target.registry.id, digest, source)
         if size is None or await self.blobs.stat(digest) is None:
             return None
