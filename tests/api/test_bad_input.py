@@ -534,6 +534,24 @@ def test_non_numeric_content_length(live_registry: Any, repo: str) -> None:
     assert status_line(reply) == 400
 
 
-def test_mount_with_bad_digest(client: httpx.Client, repo: str) -> None:
-    r = client.post(f"/v2/{repo}/blobs/uploads/", params={"mount": "sha256:zzz"})
-    expect_error(r, 400, "DIGEST_INVALID")
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"mount": "sha256:zzz"},
+        {"mount": "md5:" + "a" * 32},
+        {"mount": "sha256:zzz", "from": "elsewhere"},
+        {"mount": digest_of(b"x"), "from": "UPPER/Case"},
+        {"mount": digest_of(b"x"), "from": "a//b"},
+        {"mount": digest_of(b"x"), "from": "x" * 300},
+    ],
+)
+def test_mount_that_cannot_happen_starts_an_upload(
+    client: httpx.Client, repo: str, params: dict[str, str]
+) -> None:
+    """An invalid ``mount`` digest or ``from`` name cannot be mounted from: the spec's
+    answer is an upload session (202), which then works like any other."""
+    r = expect_status(client.post(f"/v2/{repo}/blobs/uploads/", params=params), 202)
+    loc = location(r)
+    assert loc.startswith(f"/v2/{repo}/blobs/uploads/")
+    expect_status(client.put(with_query(loc, digest=digest_of(b"x")), content=b"x"), 201)
+    assert get_blob(client, repo, digest_of(b"x")) == b"x"
