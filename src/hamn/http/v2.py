@@ -185,12 +185,15 @@ class DataPlane:
         registry = await self.registry.resolve_registry(request.headers.get("host"))
         n = self.registry.page_size(request.query_params.get("n"))
         last = request.query_params.get("last")
-        names = await self.registry.catalog(registry, n, last)
+        page = await self.registry.catalog(registry, n, last)
         headers = {}
-        if n and len(names) == n:
-            headers["Link"] = f'</v2/_catalog?{urlencode({"n": n, "last": names[-1]})}>; rel="next"'
+        if page.more:
+            query = urlencode({"n": n, "last": page.items[-1]})
+            headers["Link"] = f'</v2/_catalog?{query}>; rel="next"'
         return Response(
-            orjson.dumps({"repositories": names}), media_type="application/json", headers=headers
+            orjson.dumps({"repositories": page.items}),
+            media_type="application/json",
+            headers=headers,
         )
 
     async def dispatch(self, request: Request) -> Response:
@@ -365,13 +368,13 @@ class DataPlane:
     async def list_tags(self, request: Request, target: Target, name: str, _: str) -> Response:
         n = self.registry.page_size(request.query_params.get("n"))
         last = request.query_params.get("last")
-        tags = await self.registry.list_tags(target, n, last)
+        page = await self.registry.list_tags(target, n, last)
         headers = {}
-        if n and len(tags) == n:
-            query = urlencode({"n": n, "last": tags[-1]})
+        if page.more:
+            query = urlencode({"n": n, "last": page.items[-1]})
             headers["Link"] = f'</v2/{quote(name)}/tags/list?{query}>; rel="next"'
         return Response(
-            orjson.dumps({"name": name, "tags": tags}),
+            orjson.dumps({"name": name, "tags": page.items}),
             media_type="application/json",
             headers=headers,
         )

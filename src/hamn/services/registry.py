@@ -61,6 +61,14 @@ class Blob:
 
 
 @dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing (tags, repositories) and whether more entries follow it."""
+
+    items: list[str]
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
 class StoredManifest:
     """The outcome of a manifest push."""
 
@@ -109,6 +117,13 @@ class _ContentCache:
         while self._bytes > self.max_bytes:
             _, old = self._entries.popitem(last=False)
             self._bytes -= len(old)
+
+
+def _page(entries: list[str], n: int | None) -> Page:
+    """Cut a look-ahead query's result (up to ``n + 1`` entries) to a page of ``n``."""
+    if n is None or len(entries) <= n:
+        return Page(entries, more=False)
+    return Page(entries[:n], more=True)
 
 
 class RegistryService:
@@ -307,22 +322,26 @@ class RegistryService:
             raise HamnError(PAGINATION_INVALID, "n must not be negative")
         return min(value, MAX_PAGE)
 
-    async def list_tags(self, target: Target, n: int | None, last: str | None) -> list[str]:
+    async def list_tags(self, target: Target, n: int | None, last: str | None) -> Page:
         """A page of tags in lexical order."""
         if n == 0:
             if not await self.store.repository_exists(target.registry.id, target.repository):
                 raise self._name_unknown(target)
-            return []
-        tags = await self.store.list_tags(target.registry.id, target.repository, n, last)
+            return Page([], more=False)
+        # One entry more than asked tells whether another page follows.
+        tags = await self.store.list_tags(
+            target.registry.id, target.repository, None if n is None else n + 1, last
+        )
         if tags is None:
             raise self._name_unknown(target)
-        return tags
+        return _page(tags, n)
 
-    async def catalog(self, registry: Registry, n: int | None, last: str | None) -> list[str]:
+    async def catalog(self, registry: Registry, n: int | None, last: str | None) -> Page:
         """A page of repository names in lexical order."""
         if n == 0:
-            return []
-        return await self.store.list_repositories(registry.id, n, last)
+            return Page([], more=False)
+        names = await self.store.list_repositories(registry.id, None if n is None else n + 1, last)
+        return _page(names, n)
 
     @staticmethod
     def _name_unknown(target: Target) -> HamnError:
