@@ -68,7 +68,8 @@ def test_tags_pagination_with_link(
 ) -> None:
     tags, pages = walk(client, f"/v2/{repo}/tags/list?n={n}", "tags")
     assert tags == tagged
-    assert len(pages) in (-(-len(tagged) // n), -(-len(tagged) // n) + 1)
+    # A Link only when more tags follow: no empty last page.
+    assert len(pages) == -(-len(tagged) // n)
     for page in pages[1:]:
         assert page.startswith(f"/v2/{repo}/tags/list?")
         assert f"n={n}" in page
@@ -82,6 +83,33 @@ def test_tags_n_and_last(client: httpx.Client, repo: str, tagged: list[str]) -> 
     assert r.json()["tags"] == [t for t in tagged if t > "v1"]
     r = expect_status(client.get(f"/v2/{repo}/tags/list", params={"last": "zzz"}), 200)
     assert r.json()["tags"] == []
+
+
+def test_no_link_when_the_page_ends_the_list(
+    client: httpx.Client, repo: str, tagged: list[str]
+) -> None:
+    r = expect_status(client.get(f"/v2/{repo}/tags/list", params={"n": len(tagged)}), 200)
+    assert r.json()["tags"] == tagged
+    assert "Link" not in r.headers
+    r = expect_status(client.get(f"/v2/{repo}/tags/list", params={"n": 2, "last": tagged[-3]}), 200)
+    assert r.json()["tags"] == tagged[-2:]
+    assert "Link" not in r.headers
+    r = expect_status(client.get(f"/v2/{repo}/tags/list", params={"n": 2, "last": tagged[-4]}), 200)
+    assert r.json()["tags"] == tagged[-3:-1]
+    assert "Link" in r.headers
+
+
+def test_catalog_has_no_link_after_its_last_repository(client: httpx.Client) -> None:
+    prefix = unique_repo("zzzzzzzz")  # sorts after every other test's repositories
+    names = [f"{prefix}/{c}" for c in "abc"]
+    for name in names:
+        push_blob(client, name, random_bytes(8))
+    r = expect_status(client.get("/v2/_catalog", params={"n": 3, "last": prefix}), 200)
+    assert r.json()["repositories"] == names
+    assert "Link" not in r.headers
+    r = expect_status(client.get("/v2/_catalog", params={"n": 2, "last": prefix}), 200)
+    assert r.json()["repositories"] == names[:2]
+    assert "Link" in r.headers
 
 
 def test_tags_n_zero_is_empty(client: httpx.Client, repo: str, tagged: list[str]) -> None:
