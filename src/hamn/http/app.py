@@ -82,7 +82,8 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> Starlette:
         await store.count("registries")
         return Response(b"ready\n", media_type="text/plain")
 
-    methods = ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"]
+    # OPTIONS and the rest reach the dispatcher too, which answers UNSUPPORTED in JSON.
+    methods = ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS", "TRACE"]
     app = Starlette(
         routes=[
             Route("/v2/", data_plane.base, methods=["GET", "HEAD"]),

@@ -137,10 +137,16 @@ class BlobUploadService:
         expected_length = _check_range(upload.size, content_range, content_length)
         writer = await self._open(upload)
         try:
-            hasher = await self._hasher(upload)
+            # Hash as the chunk streams only when this process holds the hash state
+            # at this offset. Otherwise (the previous chunk went to another worker
+            # process, or the server restarted) the chunk is stored unhashed and the
+            # completing request hashes the upload once: re-reading it on every
+            # chunk would make a chunked upload quadratic.
+            hasher = self._cached_hasher(upload)
             await self._ingest(writer, hasher, body, expected_length)
             await self._acknowledge(upload, writer.size)
-            self._remember(upload.id, writer.size, hasher)
+            if hasher is not None:
+                self._remember(upload.id, writer.size, hasher)
         finally:
             await writer.close()
         return UploadStatus(upload.id, writer.size)
@@ -204,11 +210,23 @@ class BlobUploadService:
         return CommittedBlob(digest, size)
 
     # -- internals ---------------------------------------------------------------
+    def _cached_hasher(self, upload: Upload) -> Hasher | None:
+        """This process's hash state at the upload's offset, if it has it."""
+        if upload.size == 0:
+            return new_hasher(DEFAULT_ALGORITHM)
+        cached = self._states.pop(upload.id, None)
+        if cached is not None and cached[0] == upload.size:
+            return cached[1]
+        return None
+
     async def _hasher(self, upload: Upload, algorithm: str = DEFAULT_ALGORITHM) -> Hasher:
         """The hash state at the upload's offset: cached, or rebuilt from its bytes."""
-        cached = self._states.pop(upload.id, None)
-        if algorithm == DEFAULT_ALGORITHM and cached is not None and cached[0] == upload.size:
-            return cached[1]
+        if algorithm == DEFAULT_ALGORITHM:
+            cached = self._cached_hasher(upload)
+            if cached is not None:
+                return cached
+        else:
+            self._states.pop(upload.id, None)
         hasher = new_hasher(algorithm)
         if upload.size == 0:
             return hasher
@@ -254,9 +272,10 @@ class BlobUploadService:
         return CommittedBlob(digest, size)
 
     async def _ingest(
-        self, writer: UploadWriter, hasher: Hasher, body: Body, expected_length: int | None
+        self, writer: UploadWriter, hasher: Hasher | None, body: Body, expected_length: int | None
     ) -> None:
-        """Stream ``body`` into the writer and hasher; on any failure, roll the upload back."""
+        """Stream ``body`` into the writer (and the hasher, if any); on any failure,
+        roll the upload back."""
         start = writer.size
         loop = asyncio.get_running_loop()
         received = 0
@@ -265,6 +284,9 @@ class BlobUploadService:
         in_flight: asyncio.Future[object] | None = None
 
         async def flush(buffers: list[bytes], size: int) -> object:
+            if hasher is None:
+                await writer.write(buffers)
+                return None
             if size <= INLINE_BYTES:
                 # Hashing a few KiB costs less than handing it to a thread.
                 _update_all(hasher, buffers)
