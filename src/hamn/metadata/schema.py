@@ -139,6 +139,7 @@ tags = Table(
     ),
     Column("name", name_column(128), primary_key=True),
     Column("manifest_id", Integer, ForeignKey("manifests.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
     Index("ix_tags_manifest_id", "manifest_id"),
 )

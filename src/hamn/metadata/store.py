@@ -703,7 +703,11 @@ class MetadataStore:
             )
         if tag is not None:
             stmt = self._insert(t.tags).values(
-                repository_id=repo_id, name=tag, manifest_id=manifest_id, updated_at=now
+                repository_id=repo_id,
+                name=tag,
+                manifest_id=manifest_id,
+                created_at=now,
+                updated_at=now,
             )
             conn.execute(
                 stmt.on_conflict_do_update(
