@@ -383,6 +383,26 @@ class MetadataStore:
         finally:
             cursor.close()
 
+    async def run_write(self, op: Callable[[Connection], R]) -> R:
+        """Run ``op(conn)`` inside a write transaction (group-committed on SQLite).
+
+        For sibling stores (identities, tasks...) that share this database: their
+        writes join the same writer thread and cross-process lock.
+        """
+        return await self._submit_write(op)
+
+    async def run_read(self, op: Callable[[Connection], R]) -> R:
+        """Run ``op(conn)`` for a read: inline on SQLite, on the pool otherwise."""
+        if self.inline_reads:
+            with self.engine.connect() as conn:
+                return op(conn)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._read_alone, op)
+
+    def _read_alone(self, op: Callable[[Connection], R]) -> R:
+        with self.engine.connect() as conn:
+            return op(conn)
+
     async def _submit_write(self, op: Callable[[Connection], R]) -> R:
         if self.dialect != "sqlite":
             loop = asyncio.get_running_loop()
