@@ -15,6 +15,9 @@ from hamn.config import Settings, load_settings
 from hamn.http.app import SETTINGS_ENV
 from hamn.metadata.store import MetadataStore, create_metadata_engine, migrate
 
+#: Seconds a worker may take to finish in-flight requests on shutdown.
+WORKER_STOP_SECONDS = 15
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hamn")
@@ -111,6 +114,10 @@ def serve(
         log_access=False,
         backlog=2048,
         respawn_failed_workers=True,
+        # A worker once hung in granian's own signal handling on shutdown (seen
+        # after hours under load, not reproduced on demand); a stop must still
+        # stop, so workers that do not exit gracefully are killed after this.
+        workers_kill_timeout=WORKER_STOP_SECONDS,
     ).serve()
 
 
