@@ -72,6 +72,9 @@ LOCKED = _register("LOCKED", "the content is locked against this operation", 405
 UNAVAILABLE = _register("UNAVAILABLE", "the service is temporarily unavailable; retry", 503)
 NOT_FOUND = _register("NOT_FOUND", "not found", 404)
 UNKNOWN = _register("UNKNOWN", "unknown error", 500)
+# ACR's metadata API (/acr/v1/...).
+TAG_UNKNOWN = _register("TAG_UNKNOWN", "tag unknown to registry", 404)
+PARAMETER_INVALID = _register("PARAMETER_INVALID", "a query parameter is invalid", 400)
 
 
 class HamnError(Exception):

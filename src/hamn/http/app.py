@@ -18,9 +18,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hamn.config import Settings
 from hamn.errors import HamnError
+from hamn.http.acr import AcrMetadataApi
 from hamn.http.errors import handle_exception
 from hamn.http.v2 import DataPlane
 from hamn.metadata.store import MetadataStore, create_metadata_engine, migrate
+from hamn.services.acr_metadata import AcrMetadataService
 from hamn.services.registry import RegistryService
 from hamn.services.uploads import BlobUploadService
 from hamn.storage import create_driver
@@ -66,6 +68,9 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> Starlette:
     )
     uploads = BlobUploadService(store, driver)
     data_plane = DataPlane(registry, uploads)
+    acr_metadata = AcrMetadataApi(
+        registry, AcrMetadataService(store, driver, domain=settings.domain)
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -89,6 +94,8 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> Starlette:
             Route("/v2/", data_plane.base, methods=["GET", "HEAD"]),
             Route("/v2/_catalog", data_plane.catalog, methods=["GET"]),
             Route("/v2/{rest:path}", data_plane.dispatch, methods=methods),
+            Route("/acr/v1/_catalog", acr_metadata.catalog, methods=["GET"]),
+            Route("/acr/v1/{rest:path}", acr_metadata.dispatch, methods=methods),
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
         ],

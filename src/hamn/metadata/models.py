@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
+
+#: How ACR's metadata listings are ordered: by name (digest), or by time either way.
+ListOrder = Literal["name", "timeasc", "timedesc"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,3 +53,43 @@ class Upload:
     size: int
     created_at: datetime
     updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryInfo:
+    """A repository with its counts (ACR's repository attributes)."""
+
+    name: str
+    created_at: datetime
+    updated_at: datetime
+    manifest_count: int
+    tag_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class TagInfo:
+    """A tag, the digest it points to, and when it was first and last pushed."""
+
+    name: str
+    digest: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestInfo:
+    """A manifest with its bytes and its tags (sorted), for ACR's manifest attributes."""
+
+    digest: str
+    media_type: str
+    content: bytes
+    created_at: datetime
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeletedRepository:
+    """What deleting a repository removed (ACR's ``manifestsDeleted`` / ``tagsDeleted``)."""
+
+    manifests: list[str]
+    tags: list[str]

@@ -27,13 +27,16 @@ import orjson
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Engine,
+    and_,
     bindparam,
     create_engine,
     delete,
     event,
     func,
+    or_,
     select,
     update,
 )
@@ -42,7 +45,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import NullPool
 
 from hamn.metadata import schema as t
-from hamn.metadata.models import ManifestRecord, Referrer, Registry, Upload
+from hamn.metadata.models import (
+    DeletedRepository,
+    ListOrder,
+    ManifestInfo,
+    ManifestRecord,
+    Referrer,
+    Registry,
+    RepositoryInfo,
+    TagInfo,
+    Upload,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -883,6 +896,242 @@ class MetadataStore:
                     select(func.count()).select_from(t.metadata.tables[table])
                 ).scalar_one()
             )
+
+    # -- ACR metadata (/acr/v1/...): attributes, time-ordered pages, repository delete --
+    @_reading
+    def repository_info(self, registry_id: int, repository: str) -> RepositoryInfo | None:
+        """The repository with its manifest and tag counts, or None (one query)."""
+        r = t.repositories
+        manifest_count = (
+            select(func.count())
+            .select_from(t.manifests)
+            .where(t.manifests.c.repository_id == r.c.id)
+            .scalar_subquery()
+        )
+        tag_count = (
+            select(func.count())
+            .select_from(t.tags)
+            .where(t.tags.c.repository_id == r.c.id)
+            .scalar_subquery()
+        )
+        q = select(r.c.name, r.c.created_at, r.c.updated_at, manifest_count, tag_count).where(
+            r.c.registry_id == registry_id, r.c.name == repository
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        if row is None:
+            return None
+        return RepositoryInfo(row[0], _aware(row[1]), _aware(row[2]), int(row[3]), int(row[4]))
+
+    @staticmethod
+    def _after(
+        order: ListOrder,
+        time_col: ColumnElement[Any],
+        key_col: ColumnElement[Any],
+        last: str | None,
+        last_time: datetime | None,
+    ) -> ColumnElement[bool] | None:
+        """The keyset condition "after (last_time, last)" in ``order``.
+
+        Time orders tie-break on the key (tag name, digest), so pages are stable
+        when many entries share a timestamp.
+        """
+        if last is None:
+            return None
+        if order == "name":
+            return key_col > last
+        if last_time is None:
+            raise ValueError("a time-ordered page after an entry needs the entry's time")
+        if order == "timeasc":
+            return or_(time_col > last_time, and_(time_col == last_time, key_col > last))
+        return or_(time_col < last_time, and_(time_col == last_time, key_col < last))
+
+    @staticmethod
+    def _ordering(
+        order: ListOrder, time_col: ColumnElement[Any], key_col: ColumnElement[Any]
+    ) -> tuple[ColumnElement[Any], ...]:
+        if order == "name":
+            return (key_col,)
+        if order == "timeasc":
+            return (time_col, key_col)
+        return (time_col.desc(), key_col.desc())
+
+    @_reading
+    def get_tag(self, registry_id: int, repository: str, tag: str) -> TagInfo | None:
+        """The tag with its digest and times, or None (no such tag or repository)."""
+        q = (
+            select(t.tags.c.name, t.manifests.c.digest, t.tags.c.created_at, t.tags.c.updated_at)
+            .select_from(
+                t.repositories.join(t.tags, t.tags.c.repository_id == t.repositories.c.id).join(
+                    t.manifests, t.manifests.c.id == t.tags.c.manifest_id
+                )
+            )
+            .where(
+                t.repositories.c.registry_id == registry_id,
+                t.repositories.c.name == repository,
+                t.tags.c.name == tag,
+            )
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        return TagInfo(row[0], row[1], _aware(row[2]), _aware(row[3])) if row else None
+
+    @_reading
+    def tag_page(
+        self,
+        registry_id: int,
+        repository: str,
+        *,
+        limit: int,
+        order: ListOrder,
+        last: str | None = None,
+        last_time: datetime | None = None,
+        digest: str | None = None,
+    ) -> list[TagInfo] | None:
+        """Up to ``limit`` tags after ``last`` in ``order`` (time = last update); only
+        those pointing at ``digest`` when given. None if there is no such repository.
+
+        One query; a second only when the page is empty, to tell an empty page
+        from a missing repository.
+        """
+        q = (
+            select(t.tags.c.name, t.manifests.c.digest, t.tags.c.created_at, t.tags.c.updated_at)
+            .select_from(
+                t.repositories.join(t.tags, t.tags.c.repository_id == t.repositories.c.id).join(
+                    t.manifests, t.manifests.c.id == t.tags.c.manifest_id
+                )
+            )
+            .where(t.repositories.c.registry_id == registry_id, t.repositories.c.name == repository)
+            .order_by(*self._ordering(order, t.tags.c.updated_at, t.tags.c.name))
+            .limit(limit)
+        )
+        after = self._after(order, t.tags.c.updated_at, t.tags.c.name, last, last_time)
+        if after is not None:
+            q = q.where(after)
+        if digest is not None:
+            q = q.where(t.manifests.c.digest == digest)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+            if not rows and self._repo_id(conn, registry_id, repository) is None:
+                return None
+        return [TagInfo(r[0], r[1], _aware(r[2]), _aware(r[3])) for r in rows]
+
+    @staticmethod
+    def _tags_of(conn: Connection, manifest_ids: Sequence[int]) -> dict[int, tuple[str, ...]]:
+        """Each manifest's tags in lexical order, for a page of manifests in one query."""
+        out: dict[int, list[str]] = {}
+        if manifest_ids:
+            rows = conn.execute(
+                select(t.tags.c.manifest_id, t.tags.c.name)
+                .where(t.tags.c.manifest_id.in_(manifest_ids))
+                .order_by(t.tags.c.name)
+            )
+            for manifest_id, name in rows:
+                out.setdefault(manifest_id, []).append(name)
+        return {k: tuple(v) for k, v in out.items()}
+
+    _MANIFEST_INFO_COLS = (
+        t.manifests.c.id,
+        t.manifests.c.digest,
+        t.manifests.c.media_type,
+        t.manifests.c.content,
+        t.manifests.c.created_at,
+    )
+
+    @_reading
+    def get_manifest_info(
+        self, registry_id: int, repository: str, digest: str
+    ) -> ManifestInfo | None:
+        """The manifest with its bytes and tags, or None (no such manifest or repository)."""
+        q = (
+            select(*self._MANIFEST_INFO_COLS)
+            .select_from(
+                t.repositories.join(t.manifests, t.manifests.c.repository_id == t.repositories.c.id)
+            )
+            .where(
+                t.repositories.c.registry_id == registry_id,
+                t.repositories.c.name == repository,
+                t.manifests.c.digest == digest,
+            )
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+            if row is None:
+                return None
+            tags = self._tags_of(conn, [row[0]])
+        return ManifestInfo(row[1], row[2], bytes(row[3]), _aware(row[4]), tags.get(row[0], ()))
+
+    @_reading
+    def manifest_page(
+        self,
+        registry_id: int,
+        repository: str,
+        *,
+        limit: int,
+        order: ListOrder,
+        last: str | None = None,
+        last_time: datetime | None = None,
+    ) -> list[ManifestInfo] | None:
+        """Up to ``limit`` manifests after the digest ``last`` in ``order`` (time = creation),
+        each with its tags; None if there is no such repository.
+
+        Two queries, however long the page: the manifests, then all their tags.
+        """
+        q = (
+            select(*self._MANIFEST_INFO_COLS)
+            .select_from(
+                t.repositories.join(t.manifests, t.manifests.c.repository_id == t.repositories.c.id)
+            )
+            .where(t.repositories.c.registry_id == registry_id, t.repositories.c.name == repository)
+            .order_by(*self._ordering(order, t.manifests.c.created_at, t.manifests.c.digest))
+            .limit(limit)
+        )
+        after = self._after(order, t.manifests.c.created_at, t.manifests.c.digest, last, last_time)
+        if after is not None:
+            q = q.where(after)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+            if not rows and self._repo_id(conn, registry_id, repository) is None:
+                return None
+            tags = self._tags_of(conn, [r[0] for r in rows])
+        return [
+            ManifestInfo(r[1], r[2], bytes(r[3]), _aware(r[4]), tags.get(r[0], ())) for r in rows
+        ]
+
+    @_writing
+    def delete_repository(
+        self, conn: Connection, registry_id: int, repository: str
+    ) -> DeletedRepository | None:
+        """Delete the repository with every manifest, tag and blob link, in one transaction.
+
+        The repository itself goes too, so it leaves the catalog. Blob bytes stay
+        for garbage collection (as after a manifest delete). None if absent.
+        """
+        repo_id = self._repo_id(conn, registry_id, repository)
+        if repo_id is None:
+            return None
+        digests = sorted(
+            conn.execute(
+                select(t.manifests.c.digest).where(t.manifests.c.repository_id == repo_id)
+            ).scalars()
+        )
+        tag_names = sorted(
+            conn.execute(select(t.tags.c.name).where(t.tags.c.repository_id == repo_id)).scalars()
+        )
+        manifest_ids = select(t.manifests.c.id).where(t.manifests.c.repository_id == repo_id)
+        conn.execute(delete(t.tags).where(t.tags.c.repository_id == repo_id))
+        conn.execute(
+            delete(t.manifest_blobs).where(t.manifest_blobs.c.manifest_id.in_(manifest_ids))
+        )
+        conn.execute(
+            delete(t.manifest_children).where(t.manifest_children.c.manifest_id.in_(manifest_ids))
+        )
+        conn.execute(delete(t.manifests).where(t.manifests.c.repository_id == repo_id))
+        conn.execute(
+            delete(t.repository_blobs).where(t.repository_blobs.c.repository_id == repo_id)
+        )
+        conn.execute(delete(t.repositories).where(t.repositories.c.id == repo_id))
+        return DeletedRepository(digests, tag_names)
 
 
 def sqlite_url(data_dir: str) -> str:

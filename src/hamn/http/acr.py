@@ -1,0 +1,349 @@
+"""ACR's metadata API beside ``/v2/`` (SPEC §3.7): ``/acr/v1/...``, read and delete.
+
+Routed like ``/v2/``: the registry comes from the login server, the first path
+segment or the default registry. Each endpoint declares the token action it
+needs (``metadata_read``, ``metadata_write``, ``delete``, as in ACR's scope
+maps) next to its handler, so authorization can be derived from the route table
+in one place. Bodies use ACR's JSON keys and timestamp format; listings page
+with ``n``/``last``/``orderby`` and a ``Link`` header.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from hamn.errors import NOT_FOUND, PARAMETER_INVALID, UNSUPPORTED, HamnError
+from hamn.metadata.models import ListOrder
+from hamn.services.acr_metadata import (
+    AcrMetadataService,
+    ChangeableAttributes,
+    Manifest,
+    Platform,
+    Tag,
+    page_size,
+    parse_order,
+)
+from hamn.services.registry import RegistryService, Target
+
+#: ``/acr/v1/<name>``, ``.../_tags[/<tag>]``, ``.../_manifests[/<digest>]``. Repository
+#: name components start with a letter or digit, so ``_tags`` is never part of a name.
+_ROUTE = re.compile(r"^/acr/v1/(?P<name>.+?)(?:/(?P<kind>_tags|_manifests)(?:/(?P<ref>[^/]+))?)?\Z")
+_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)\Z")
+
+#: Token actions (ACR scope-map actions on ``repository:<name>``).
+METADATA_READ = "metadata_read"
+METADATA_WRITE = "metadata_write"
+DELETE = "delete"
+#: The scope ``/acr/v1/_catalog`` needs, as ``/v2/_catalog``.
+CATALOG_SCOPE = "registry:catalog:*"
+
+Handler = Callable[[Request, Target, str, str], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A route's handler and the action a caller must hold on the repository."""
+
+    handler: Handler
+    action: str
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """Where a request goes: its endpoint, the repository path as addressed (it may
+    begin with a registry name) and the tag or digest (empty for other routes)."""
+
+    endpoint: Endpoint
+    name: str
+    reference: str
+
+
+def acr_time(value: datetime) -> str:
+    """ACR's timestamp: ISO 8601 UTC with seven fractional digits and ``Z``."""
+    if value.utcoffset():  # hamn stores UTC; naive values are UTC too
+        value = value.astimezone(UTC)
+    # isoformat is C code: a page of 1,000 tags formats 2,000 of these.
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "0Z"
+
+
+def parse_acr_time(value: str, parameter: str) -> datetime:
+    """Parse a timestamp in ACR's format (or any ISO 8601 with a zone) to UTC."""
+    m = _TIME.match(value.strip())
+    try:
+        if m is None:
+            raise ValueError(value)
+        base, fraction, zone = m.groups()
+        # Python keeps microseconds; ACR's seventh digit is always 0 in hamn's links.
+        micro = (fraction or "")[:6].ljust(6, "0")
+        parsed = datetime.fromisoformat(f"{base}.{micro}{'+00:00' if zone == 'Z' else zone}")
+    except ValueError:
+        raise HamnError(
+            PARAMETER_INVALID,
+            f"{parameter} must be a timestamp such as 2026-01-31T12:00:00.0000000Z",
+            detail={parameter: value[:100]},
+        ) from None
+    return parsed.astimezone(UTC)
+
+
+def _json(
+    body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+def _attributes(attrs: ChangeableAttributes) -> dict[str, bool]:
+    return {
+        "deleteEnabled": attrs.delete_enabled,
+        "writeEnabled": attrs.write_enabled,
+        "readEnabled": attrs.read_enabled,
+        "listEnabled": attrs.list_enabled,
+    }
+
+
+def _tag_json(tag: Tag) -> dict[str, Any]:
+    return {
+        "name": tag.info.name,
+        "digest": tag.info.digest,
+        "createdTime": acr_time(tag.info.created_at),
+        "lastUpdateTime": acr_time(tag.info.updated_at),
+        "signed": tag.signed,
+        "changeableAttributes": _attributes(tag.attributes),
+    }
+
+
+def _platform_json(platform: Platform) -> dict[str, str | None]:
+    return {"architecture": platform.architecture, "os": platform.os}
+
+
+def _manifest_json(manifest: Manifest) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "digest": manifest.digest,
+        "imageSize": manifest.image_size,
+        "createdTime": acr_time(manifest.created_at),
+        "lastUpdateTime": acr_time(manifest.updated_at),
+        **_platform_json(manifest.platform),
+        "mediaType": manifest.media_type,
+        "configMediaType": manifest.config_media_type,
+        "tags": list(manifest.tags),
+        "changeableAttributes": _attributes(manifest.attributes),
+    }
+    if manifest.references is not None:
+        out["references"] = [
+            {"digest": ref.digest, **_platform_json(ref.platform)} for ref in manifest.references
+        ]
+    return out
+
+
+def _next_link(path: str, params: dict[str, str]) -> dict[str, str]:
+    """The ``Link`` header for the page after this one."""
+    return {"Link": f'<{path}?{urlencode(params)}>; rel="next"'}
+
+
+def _orderby(order: ListOrder) -> str:
+    # ACR's links carry ``orderby=`` even when it is empty.
+    return "" if order == "name" else order
+
+
+class AcrMetadataApi:
+    """The ``/acr/v1/`` routes over the ACR metadata service."""
+
+    def __init__(self, registry: RegistryService, metadata: AcrMetadataService) -> None:
+        self.registry = registry
+        self.metadata = metadata
+        #: (resource, method) -> endpoint with the action it needs on the repository:
+        #: reads need metadata_read, PATCH metadata_write, DELETE delete (ACR's scopes).
+        self.endpoints: dict[tuple[str, str], Endpoint] = {
+            ("repository", "GET"): Endpoint(self.get_repository, METADATA_READ),
+            ("repository", "PATCH"): Endpoint(self.patch_attributes, METADATA_WRITE),
+            ("repository", "DELETE"): Endpoint(self.delete_repository, DELETE),
+            ("tags", "GET"): Endpoint(self.list_tags, METADATA_READ),
+            ("tag", "GET"): Endpoint(self.get_tag, METADATA_READ),
+            ("tag", "PATCH"): Endpoint(self.patch_attributes, METADATA_WRITE),
+            ("tag", "DELETE"): Endpoint(self.delete_tag, DELETE),
+            ("manifests", "GET"): Endpoint(self.list_manifests, METADATA_READ),
+            ("manifest", "GET"): Endpoint(self.get_manifest, METADATA_READ),
+            ("manifest", "PATCH"): Endpoint(self.patch_attributes, METADATA_WRITE),
+            ("manifest", "DELETE"): Endpoint(self.delete_manifest, DELETE),
+        }
+
+    # -- entry points ----------------------------------------------------------------
+    async def catalog(self, request: Request) -> Response:
+        """``GET /acr/v1/_catalog``: repository names, paginated like ``/v2/_catalog``."""
+        registry = await self.registry.resolve_registry(request.headers.get("host"))
+        n = page_size(request.query_params.get("n"))
+        page = await self.metadata.catalog(registry, n, request.query_params.get("last"))
+        link: dict[str, str] = {}
+        if page.more:
+            link = _next_link("/acr/v1/_catalog", {"last": page.items[-1], "n": str(n)})
+        return _json({"repositories": page.items}, headers=link)
+
+    def route(self, method: str, path: str) -> Routed:
+        """The endpoint ``method path`` reaches, with the repository path and reference.
+
+        Pure (no I/O): what authorization needs to know before anything runs.
+        """
+        if path == "/acr/v1/_catalog":
+            raise HamnError(UNSUPPORTED, f"{method} is not supported on this endpoint")
+        if path.startswith("/acr/v1/_deleted/"):
+            raise HamnError(UNSUPPORTED, "soft delete (/acr/v1/_deleted/...) is not supported yet")
+        m = _ROUTE.match(path)
+        if m is None:
+            raise HamnError(NOT_FOUND, "no such endpoint in the ACR metadata API")
+        kind, ref = m["kind"], m["ref"]
+        if kind is None:
+            resource = "repository"
+        elif kind == "_tags":
+            resource = "tags" if ref is None else "tag"
+        else:
+            resource = "manifests" if ref is None else "manifest"
+        endpoint = self.endpoints.get((resource, "GET" if method == "HEAD" else method))
+        if endpoint is None:
+            raise HamnError(UNSUPPORTED, f"{method} is not supported on this endpoint")
+        return Routed(endpoint, m["name"], ref or "")
+
+    async def dispatch(self, request: Request) -> Response:
+        """Route ``/acr/v1/<name>[/_tags[/<tag>]|/_manifests[/<digest>]]`` to its handler."""
+        routed = self.route(request.method, request.url.path)
+        target = await self.registry.resolve(request.headers.get("host"), routed.name)
+        response = await routed.endpoint.handler(request, target, routed.name, routed.reference)
+        if request.method == "HEAD":
+            return Response(b"", status_code=response.status_code, headers=dict(response.headers))
+        return response
+
+    # -- repositories ------------------------------------------------------------------
+    async def get_repository(self, request: Request, target: Target, name: str, _: str) -> Response:
+        repo = await self.metadata.repository(target)
+        info = repo.info
+        return _json(
+            {
+                "registry": repo.login_server,
+                "imageName": target.repository,
+                "createdTime": acr_time(info.created_at),
+                "lastUpdateTime": acr_time(info.updated_at),
+                "manifestCount": info.manifest_count,
+                "tagCount": info.tag_count,
+                "changeableAttributes": _attributes(repo.attributes),
+            }
+        )
+
+    async def delete_repository(
+        self, request: Request, target: Target, name: str, _: str
+    ) -> Response:
+        deleted = await self.metadata.delete_repository(target)
+        return _json({"manifestsDeleted": deleted.manifests, "tagsDeleted": deleted.tags}, 202)
+
+    async def patch_attributes(
+        self, request: Request, target: Target, name: str, _: str
+    ) -> Response:
+        raise HamnError(
+            UNSUPPORTED,
+            "changing changeableAttributes or quarantineState is not supported yet: "
+            "it arrives with locks; everything is delete-, write-, read- and list-enabled",
+        )
+
+    # -- tags --------------------------------------------------------------------------
+    async def list_tags(self, request: Request, target: Target, name: str, _: str) -> Response:
+        params = request.query_params
+        n = page_size(params.get("n"))
+        order = parse_order(params.get("orderby"))
+        last, last_time = self._position(request, order)
+        digest = params.get("digest") or None
+        page = await self.metadata.tags(target, n, order, last, last_time, digest)
+        link: dict[str, str] = {}
+        if page.more:
+            tail = page.items[-1].info
+            query = {"last": tail.name, "n": str(n), "orderby": _orderby(order)}
+            if digest is not None:
+                query["digest"] = digest
+            if order != "name":
+                query["lastUpdateTime"] = acr_time(tail.updated_at)
+            link = _next_link(f"/acr/v1/{quote(name)}/_tags", query)
+        return _json(
+            {
+                "registry": self.metadata.login_server(target.registry),
+                "imageName": target.repository,
+                "tags": [_tag_json(tag) for tag in page.items],
+            },
+            headers=link,
+        )
+
+    async def get_tag(self, request: Request, target: Target, name: str, tag: str) -> Response:
+        found = await self.metadata.tag(target, tag)
+        return _json(
+            {
+                "registry": self.metadata.login_server(target.registry),
+                "imageName": target.repository,
+                "tag": _tag_json(found),
+            }
+        )
+
+    async def delete_tag(self, request: Request, target: Target, name: str, tag: str) -> Response:
+        await self.metadata.delete_tag(target, tag)
+        return Response(b"", status_code=202)
+
+    # -- manifests -----------------------------------------------------------------------
+    async def list_manifests(self, request: Request, target: Target, name: str, _: str) -> Response:
+        params = request.query_params
+        n = page_size(params.get("n"))
+        order = parse_order(params.get("orderby"))
+        last, last_time = self._position(request, order)
+        page = await self.metadata.manifests(target, n, order, last, last_time)
+        link: dict[str, str] = {}
+        if page.more:
+            tail = page.items[-1]
+            query = {"last": tail.digest, "n": str(n), "orderby": _orderby(order)}
+            if order != "name":
+                query["lastUpdateTime"] = acr_time(tail.updated_at)
+            link = _next_link(f"/acr/v1/{quote(name)}/_manifests", query)
+        return _json(
+            {
+                "registry": self.metadata.login_server(target.registry),
+                "imageName": target.repository,
+                "manifests": [_manifest_json(m) for m in page.items],
+            },
+            headers=link,
+        )
+
+    async def get_manifest(
+        self, request: Request, target: Target, name: str, digest: str
+    ) -> Response:
+        found = await self.metadata.manifest(target, digest)
+        return _json(
+            {
+                "registry": self.metadata.login_server(target.registry),
+                "imageName": target.repository,
+                "manifest": _manifest_json(found),
+            }
+        )
+
+    async def delete_manifest(
+        self, request: Request, target: Target, name: str, digest: str
+    ) -> Response:
+        await self.metadata.delete_manifest(target, digest)
+        return Response(b"", status_code=202)
+
+    # -- parsing -------------------------------------------------------------------------
+    @staticmethod
+    def _position(request: Request, order: ListOrder) -> tuple[str | None, datetime | None]:
+        """Where a page starts: ``last`` and, in a time order, hamn's ``lastUpdateTime``.
+
+        ACR's own links carry only ``last``; hamn's carry the entry's time as
+        well, so a time-ordered walk stays exact when that entry changes.
+        """
+        params = request.query_params
+        last = params.get("last") or None
+        raw_time = params.get("lastUpdateTime")
+        if order == "name" or last is None or not raw_time:
+            return last, None
+        return last, parse_acr_time(raw_time, "lastUpdateTime")
