@@ -1,0 +1,14 @@
+"""``hamn``'s command groups, shaped like ``az acr``'s. :func:`register` adds them to the CLI."""
+
+from __future__ import annotations
+
+import click
+
+from hamn.cli.commands.manifest import manifest
+from hamn.cli.commands.repository import repository
+
+
+def register(cli: click.Group) -> None:
+    """Add every command group to the ``hamn`` group."""
+    cli.add_command(repository)
+    cli.add_command(manifest)

@@ -1,0 +1,300 @@
+"""``hamn repository ...``: ``az acr repository`` over ACR's metadata API (``/acr/v1``).
+
+Results have az's shapes: ``list`` and ``show-tags`` give names,
+``show-manifests`` gives ``[{digest, tags, timestamp}]`` (``--detail``: the
+server's full entries), ``show`` gives the repository, tag or manifest object,
+``delete --repository`` gives what was deleted; ``delete --image`` and
+``untag`` print nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import click
+
+from hamn.cli.client import RegistryClient, RegistryError
+from hamn.cli.context import (
+    HamnGroup,
+    Invocation,
+    command,
+    registry_option,
+    required,
+    server_errors,
+    usage_error,
+)
+from hamn.cli.errors import CLIError
+from hamn.cli.references import Image, parse_image, repository_name
+
+#: ``--orderby`` values and what the metadata API calls them.
+ORDERBY = {"time_asc": "timeasc", "time_desc": "timedesc"}
+
+top_option = click.option(
+    "--top",
+    type=click.IntRange(min=0),
+    help="Limit the number of items in the results.",
+)
+orderby_option = click.option(
+    "--orderby",
+    type=click.Choice(sorted(ORDERBY)),
+    help="Order the items by time of last update (default: by name).",
+)
+detail_option = click.option(
+    "--detail", is_flag=True, help="Show every attribute, not only the names."
+)
+repository_option = click.option(
+    "--repository", callback=required, metavar="REPOSITORY", help="The name of the repository."
+)
+
+
+@click.group("repository", cls=HamnGroup)
+def repository() -> None:
+    """Repositories in a registry: list them, their tags and manifests; show, untag, delete."""
+
+
+# ----------------------------------------------------------------------- helpers
+
+
+def repo_arg(value: str) -> str:
+    """A repository name from the command line, or a usage error."""
+    try:
+        return repository_name(value)
+    except ValueError as exc:
+        raise usage_error(str(exc)) from None
+
+
+def image_arg(value: str, *, allow_digest: bool = True) -> Image:
+    """An image (``repo:tag`` / ``repo@digest``) from the command line, or a usage error."""
+    try:
+        return parse_image(value, allow_digest=allow_digest)
+    except ValueError as exc:
+        raise usage_error(str(exc)) from None
+
+
+def order_params(orderby: str | None) -> dict[str, str]:
+    """The ``orderby`` query parameter for ``--orderby``."""
+    return {"orderby": ORDERBY[orderby]} if orderby else {}
+
+
+def repository_not_found(registry: str, repo: str) -> str:
+    """What to say when a repository (or its registry) is not there."""
+    return (
+        f"Repository '{repo}' was not found in registry '{registry}'. "
+        f"'hamn repository list -n {registry}' lists its repositories."
+    )
+
+
+def image_not_found(registry: str, image: Image) -> str:
+    """What to say when a tag or manifest is not there."""
+    lister = "show-tags" if image.tag else "show-manifests"
+    return (
+        f"Image '{image}' was not found in registry '{registry}'. "
+        f"'hamn repository {lister} -n {registry} --repository {image.repository}' lists them."
+    )
+
+
+def one_of(repository: str | None, image: str | None) -> None:
+    """Exactly one of ``--repository`` and ``--image``."""
+    if bool(repository) == bool(image):
+        raise usage_error("give exactly one of --image IMAGE or --repository REPOSITORY")
+
+
+def catalog(client: RegistryClient, registry: str, top: int | None) -> list[str]:
+    """Every repository name in the registry (``/v2/_catalog``, paged)."""
+    names: list[str] = client.list_all("/v2/_catalog", "repositories", top=top)
+    if client.host_routed or not names:
+        return names
+    # The server answers /v2/_catalog for the registry its host names, else its
+    # default registry: it has no registry-scoped catalog path yet. Make sure the
+    # registry that answered is the one asked for, by the login server the
+    # metadata API reports for one of its repositories.
+    try:
+        info = client.get_json("/acr/v1/" + quote(names[0], safe="/"))
+    except RegistryError:
+        return names
+    login_server = str(info.get("registry") or "") if isinstance(info, dict) else ""
+    answered = login_server.split(".", 1)[0]
+    if answered and answered.lower() != registry.lower():
+        raise CLIError(
+            f"Registry '{registry}' was not found on {client.server}: its catalog belongs to "
+            f"'{answered}'. Check the name, or point --server at the registry's login server."
+        )
+    return names
+
+
+def _tag_digest(client: RegistryClient, registry: str, image: Image) -> str:
+    assert image.tag is not None
+    with server_errors(not_found=image_not_found(registry, image)):
+        body = client.get_json(client.acr_path(image.repository, "_tags", image.tag))
+    digest = (body.get("tag") or {}).get("digest") if isinstance(body, dict) else None
+    if not digest:
+        raise CLIError(f"Could not get the manifest digest for image '{image}'.")
+    return str(digest)
+
+
+# ---------------------------------------------------------------------- commands
+
+
+@command(repository, "list")
+@registry_option("-n", "--name")
+@top_option
+def list_repositories(inv: Invocation, registry: str, top: int | None) -> list[str]:
+    """List the repositories in a registry."""
+    client = inv.client(registry)
+    with server_errors(not_found=f"Registry '{registry}' was not found on {client.server}."):
+        return catalog(client, registry, top)
+
+
+@command(repository, "show-tags")
+@registry_option("-n", "--name")
+@repository_option
+@top_option
+@orderby_option
+@detail_option
+def show_tags(
+    inv: Invocation,
+    registry: str,
+    repository: str,
+    top: int | None,
+    orderby: str | None,
+    detail: bool,
+) -> list[Any]:
+    """Show the tags of a repository (names; --detail for every attribute)."""
+    repo = repo_arg(repository)
+    client = inv.client(registry)
+    with server_errors(not_found=repository_not_found(registry, repo)):
+        tags = client.list_all(
+            client.acr_path(repo, "_tags"), "tags", top=top, params=order_params(orderby)
+        )
+    if detail:
+        return tags
+    return [tag["name"] for tag in tags]
+
+
+@command(repository, "show-manifests")
+@registry_option("-n", "--name")
+@repository_option
+@top_option
+@orderby_option
+@detail_option
+def show_manifests(
+    inv: Invocation,
+    registry: str,
+    repository: str,
+    top: int | None,
+    orderby: str | None,
+    detail: bool,
+) -> list[Any]:
+    """Show the manifests of a repository: digest, tags and last update time."""
+    repo = repo_arg(repository)
+    client = inv.client(registry)
+    with server_errors(not_found=repository_not_found(registry, repo)):
+        manifests = client.list_all(
+            client.acr_path(repo, "_manifests"),
+            "manifests",
+            top=top,
+            params=order_params(orderby),
+        )
+    if detail:
+        return manifests
+    return [
+        {
+            "digest": item.get("digest", ""),
+            "tags": item.get("tags") or [],
+            "timestamp": item.get("lastUpdateTime", ""),
+        }
+        for item in manifests
+    ]
+
+
+@command(repository, "show")
+@registry_option("-n", "--name")
+@click.option("--repository", metavar="REPOSITORY", help="The name of the repository.")
+@click.option(
+    "-t",
+    "--image",
+    metavar="IMAGE",
+    help="An image: 'repository:tag' or 'repository@digest'.",
+)
+def show(inv: Invocation, registry: str, repository: str | None, image: str | None) -> Any:
+    """Show the attributes of a repository, or of one image in it."""
+    one_of(repository, image)
+    client = inv.client(registry)
+    if repository:
+        repo = repo_arg(repository)
+        with server_errors(not_found=repository_not_found(registry, repo)):
+            return client.get_json(client.acr_path(repo))
+    assert image is not None
+    ref = image_arg(image)
+    with server_errors(not_found=image_not_found(registry, ref)):
+        if ref.tag:
+            body = client.get_json(client.acr_path(ref.repository, "_tags", ref.tag))
+            return body.get("tag") if isinstance(body, dict) else body
+        assert ref.digest is not None
+        body = client.get_json(client.acr_path(ref.repository, "_manifests", ref.digest))
+        return body.get("manifest") if isinstance(body, dict) else body
+
+
+@command(repository, "delete")
+@registry_option("-n", "--name")
+@click.option("--repository", metavar="REPOSITORY", help="The repository to delete.")
+@click.option(
+    "-t",
+    "--image",
+    metavar="IMAGE",
+    help="The image to delete: 'repository:tag' or 'repository@digest'. "
+    "The manifest goes, with every tag that points to it.",
+)
+@click.option("-y", "--yes", is_flag=True, help="Do not prompt for confirmation.")
+def delete(
+    inv: Invocation, registry: str, repository: str | None, image: str | None, yes: bool
+) -> Any:
+    """Delete a repository, or a manifest and every tag that points to it."""
+    one_of(repository, image)
+    client = inv.client(registry)
+    if repository:
+        repo = repo_arg(repository)
+        inv.confirm(
+            f"Are you sure you want to delete the repository '{repo}' and all images under it?",
+            yes,
+        )
+        with server_errors(not_found=repository_not_found(registry, repo)):
+            return client.delete(client.acr_path(repo))
+    assert image is not None
+    ref = image_arg(image)
+    digest = ref.digest or _tag_digest(client, registry, ref)
+    by_digest = Image(ref.repository, digest=digest)
+    with server_errors(not_found=image_not_found(registry, by_digest)):
+        body = client.get_json(client.acr_path(ref.repository, "_manifests", digest))
+    manifest = body.get("manifest") if isinstance(body, dict) else None
+    tags = (manifest or {}).get("tags") or []
+    message = f"This operation will delete the manifest '{digest}'"
+    if tags:
+        images = ", ".join(f"'{ref.repository}:{tag}'" for tag in tags)
+        message += f" and all the following images: {images}"
+    if yes:
+        inv.warn(message)
+    else:
+        inv.confirm(f"{message}.\nAre you sure you want to continue?", False)
+    with server_errors(not_found=image_not_found(registry, by_digest)):
+        client.delete(client.v2_path(ref.repository, "manifests", digest))
+    return None
+
+
+@command(repository, "untag")
+@registry_option("-n", "--name")
+@click.option(
+    "-t",
+    "--image",
+    callback=required,
+    metavar="IMAGE",
+    help="The tag to remove, as 'repository:tag'. The manifest and its layers stay.",
+)
+def untag(inv: Invocation, registry: str, image: str) -> None:
+    """Remove a tag; the manifest it pointed to stays (delete it by digest)."""
+    ref = image_arg(image, allow_digest=False)
+    assert ref.tag is not None
+    client = inv.client(registry)
+    with server_errors(not_found=image_not_found(registry, ref)):
+        client.delete(client.acr_path(ref.repository, "_tags", ref.tag))

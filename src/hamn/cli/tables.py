@@ -1,0 +1,96 @@
+"""``-o table`` column transformers: UPPERCASE headers and the fields ``az acr`` shows.
+
+A transformer takes a command's JSON result and returns rows (ordered dicts of
+header -> text). Every cell is a string; a missing or empty value is a single
+blank, as in ``az``, so columns stay aligned. Commands without a transformer
+(``repository ...``, ``manifest ...``, as in ``az``) get the generic table of
+:mod:`hamn.cli.output`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from hamn.cli.output import TableTransformer
+
+#: A path into a JSON value: keys and list indexes.
+Path = tuple[str | int, ...]
+
+
+def field(item: Any, *path: str | int) -> str:
+    """The value at ``path`` as text; a single blank when absent, null, empty or false."""
+    value = item
+    try:
+        for step in path:
+            value = value[step]
+    except (KeyError, IndexError, TypeError):
+        return " "
+    return str(value) if value else " "
+
+
+def timestamp(text: str) -> str:
+    """An ISO 8601 time as ``YYYY-MM-DDTHH:MM:SSZ`` (the text unchanged if it is not one)."""
+    if not text.strip():
+        return " "
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return text
+    return parsed.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _items(result: Any) -> list[Any]:
+    # A list result wrapped as {"value": [...]} (show-usage) is shown item by item.
+    if isinstance(result, dict) and isinstance(result.get("value"), list):
+        result = result["value"]
+    return result if isinstance(result, list) else [result]
+
+
+def columns(
+    *spec: tuple[str, Path] | tuple[str, Path, Callable[[str], str]],
+) -> TableTransformer:
+    """A transformer showing one column per ``(HEADER, path[, format])``."""
+
+    def transform(result: Any) -> list[OrderedDict[str, str]]:
+        rows = []
+        for item in _items(result):
+            row: OrderedDict[str, str] = OrderedDict()
+            for entry in spec:
+                header, path = entry[0], entry[1]
+                text = field(item, *path)
+                if len(entry) == 3:
+                    text = entry[2](text)
+                row[header] = text
+            rows.append(row)
+        return rows
+
+    return transform
+
+
+#: ``hamn show`` / ``hamn list``: a registry (az's registry columns, no resource group).
+REGISTRY = columns(
+    ("NAME", ("name",)),
+    ("LOCATION", ("location",)),
+    ("SKU", ("sku", "name")),
+    ("LOGIN SERVER", ("loginServer",)),
+    ("CREATION DATE", ("creationDate",), timestamp),
+    ("ADMIN ENABLED", ("adminUserEnabled",)),
+)
+
+#: ``hamn show-usage``.
+USAGE = columns(
+    ("NAME", ("name",)),
+    ("LIMIT", ("limit",)),
+    ("CURRENT VALUE", ("currentValue",)),
+    ("UNIT", ("unit",)),
+)
+
+#: ``hamn credential show|renew``.
+CREDENTIAL = columns(
+    ("USERNAME", ("username",)),
+    ("PASSWORD", ("passwords", 0, "value")),
+    ("PASSWORD2", ("passwords", 1, "value")),
+)
