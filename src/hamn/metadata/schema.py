@@ -9,12 +9,23 @@ Tables:
 - ``manifest_blobs`` / ``manifest_children``: what a manifest references (GC, usage, checks).
 - ``tags``: tag -> manifest, per repository.
 - ``uploads``: blob upload sessions and their acknowledged offset.
+
+The control plane (``identities.py`` reads and writes these):
+- ``registries`` also carries its settings (SKU, admin user, anonymous pull, policies)
+  and the admin user's password hashes and sealed passwords.
+- ``principals``: users and service principals; ``role_assignments``: (principal,
+  role, scope).
+- ``scope_maps`` / ``tokens`` / ``token_passwords``: repository-scoped tokens per registry.
+- ``signing_keys``: the keys registry tokens (JWTs) are signed and verified with.
+- ``authz_state``: one row whose ``version`` moves with every change that can alter
+  an authentication or authorisation decision, so caches know when to forget.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -26,6 +37,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.types import TypeEngine
 
@@ -54,6 +66,21 @@ registries = Table(
     Column("name", String(50), nullable=False),
     Column("name_key", String(50), nullable=False, unique=True),
     Column("created_at", TS, nullable=False),
+    # Settings (SPEC §2). Server defaults, so registries created before migration
+    # 0003, or by MetadataStore.ensure_registry, get ACR's defaults.
+    Column("sku", String(16), nullable=False, server_default="Basic"),
+    Column("admin_user_enabled", Boolean, nullable=False, server_default=false()),
+    Column("anonymous_pull_enabled", Boolean, nullable=False, server_default=false()),
+    Column("provisioning_state", String(16), nullable=False, server_default="Succeeded"),
+    Column("policies", Text, nullable=True),  # a JSON object
+    # The admin user's passwords: slow hashes to check them, and both sealed
+    # (encrypted by the auth layer) because `credential show` shows them again.
+    Column("admin_password_hash", Text, nullable=True),
+    Column("admin_password2_hash", Text, nullable=True),
+    Column("admin_passwords_sealed", Text, nullable=True),
+    # Null until the first change through the control plane: nullable because
+    # SQLite can add a NOT NULL column only with a constant default.
+    Column("updated_at", TS, nullable=True),
 )
 
 repositories = Table(
@@ -153,4 +180,110 @@ uploads = Table(
     Column("size", BigInteger, nullable=False),
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
+)
+
+
+# -- control plane ---------------------------------------------------------------------------
+
+principals = Table(
+    "principals",
+    metadata,
+    Column("id", String(36), primary_key=True),  # a UUID (ACR's objectId)
+    Column("kind", String(24), nullable=False),  # 'user' | 'service_principal'
+    # A user's name or e-mail; a service principal's appId.
+    Column("name", name_column(255), nullable=False),
+    Column("name_key", name_column(255), nullable=False, unique=True),  # lower-cased name
+    Column("display_name", String(255), nullable=True),
+    Column("secret_hash", Text, nullable=True),
+    Column("disabled", Boolean, nullable=False, server_default=false()),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+)
+
+role_assignments = Table(
+    "role_assignments",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column(
+        "principal_id",
+        String(36),
+        ForeignKey("principals.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("role", name_column(64), nullable=False),
+    # '/', '/registries/<name>' or '/registries/<name>/repositories/<repo>', lower case.
+    Column("scope", name_column(512), nullable=False),
+    Column("created_at", TS, nullable=False),
+    UniqueConstraint("principal_id", "role", "scope"),
+    Index("ix_role_assignments_scope", "scope"),
+)
+
+scope_maps = Table(
+    "scope_maps",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("registry_id", Integer, ForeignKey("registries.id", ondelete="CASCADE"), nullable=False),
+    Column("name", name_column(64), nullable=False),
+    # Unique per registry case-insensitively, as ARM resource names are.
+    Column("name_key", name_column(64), nullable=False),
+    Column("description", Text, nullable=True),
+    Column("actions", Text, nullable=False),  # a JSON list of "repositories/<repo>/<action>"
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    UniqueConstraint("registry_id", "name_key"),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("registry_id", Integer, ForeignKey("registries.id", ondelete="CASCADE"), nullable=False),
+    Column("name", name_column(64), nullable=False),
+    Column("name_key", name_column(64), nullable=False),
+    # RESTRICT: a scope map that a token uses cannot be deleted.
+    Column(
+        "scope_map_id",
+        String(36),
+        ForeignKey("scope_maps.id", ondelete="RESTRICT"),
+        nullable=False,
+    ),
+    Column("status", String(16), nullable=False),  # 'enabled' | 'disabled'
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    UniqueConstraint("registry_id", "name_key"),
+    Index("ix_tokens_scope_map_id", "scope_map_id"),
+)
+
+token_passwords = Table(
+    "token_passwords",
+    metadata,
+    Column(
+        "token_id",
+        String(36),
+        ForeignKey("tokens.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("name", String(16), primary_key=True),  # 'password1' | 'password2'
+    Column("secret_hash", Text, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("expiry", TS, nullable=True),
+)
+
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("algorithm", String(16), nullable=False),
+    Column("private_key", Text, nullable=False),  # opaque to the store; may be sealed
+    Column("public_key", Text, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("signs_until", TS, nullable=False),  # no new tokens after it
+    Column("verifies_until", TS, nullable=False),  # its tokens are refused after it
+)
+
+authz_state = Table(
+    "authz_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1
+    Column("version", BigInteger, nullable=False),
 )
