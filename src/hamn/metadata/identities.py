@@ -494,15 +494,8 @@ class IdentityStore:
 
     # -- plumbing ------------------------------------------------------------------------------
     async def _fast(self, stmt: Select[Any], params: Mapping[str, Any]) -> list[Sequence[Any]]:
-        """A prebuilt lookup: on SQLite the store's raw per-thread connection (see
-        ``MetadataStore._fast``), elsewhere one statement on the pool."""
-        if self._db.inline_reads:
-            return list(self._db._fast(stmt, dict(params)))
-
-        def op(conn: Connection) -> list[Sequence[Any]]:
-            return [tuple(row) for row in conn.execute(stmt, dict(params))]
-
-        return await self._db.run_read(op)
+        """A prebuilt lookup on the store's fast read path."""
+        return list(await self._db.fast_read(stmt, dict(params)))
 
     async def _write(self, op: Callable[[Connection], R]) -> R:
         return await self._db.run_write(op)

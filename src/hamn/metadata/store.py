@@ -396,6 +396,14 @@ class MetadataStore:
         finally:
             cursor.close()
 
+    async def fast_read(self, stmt: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Run a prebuilt hot-path SELECT (see :meth:`_fast`) for a sibling store:
+        inline on SQLite's per-thread connection, one statement on the pool elsewhere."""
+        if self.inline_reads:
+            return self._fast(stmt, params)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._fast, stmt, params)
+
     async def run_write(self, op: Callable[[Connection], R]) -> R:
         """Run ``op(conn)`` inside a write transaction (group-committed on SQLite).
 
