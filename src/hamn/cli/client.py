@@ -48,6 +48,7 @@ MAX_PAGES = 100_000
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _RETRY_STATUSES = frozenset({429, 503})
+_RETRY_TRANSPORT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 _SECRET_JSON = re.compile(
     r'("(?:access_token|refresh_token|token|password|password2|value)"\s*:\s*)"[^"]*"'
@@ -286,7 +287,9 @@ class RegistryClient:
                 self._log_request(request)
                 response = self._http.send(request)
             except httpx.TransportError as exc:
-                if attempt < retries:
+                # Only failures before the server saw the request are retried: a
+                # read timeout would retry a slow request for minutes.
+                if attempt < retries and isinstance(exc, _RETRY_TRANSPORT_ERRORS):
                     attempt += 1
                     wait = 0.25 * 2 ** (attempt - 1)
                     log.info(

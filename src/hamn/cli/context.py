@@ -166,8 +166,8 @@ def warn_later(ctx: click.Context, message: str) -> None:
 def registry_name(ctx: click.Context, value: str) -> str:
     """A registry name from ``-n``/``-r``; a login server (``r.domain[:port]``) gives its name."""
     value = value.strip()
-    if "." in value or "/" in value:
-        name = value.split("/", 1)[0].split(".", 1)[0]
+    if "." in value and "/" not in value:
+        name = value.split(".", 1)[0]
         warn_later(ctx, f"'{value}' is a login server; using its registry name '{name}'.")
         value = name
     if not is_valid_registry_name(value):
@@ -175,10 +175,6 @@ def registry_name(ctx: click.Context, value: str) -> str:
             f"'{value}' is not a registry name (5-50 letters and digits).", ctx=ctx
         )
     return value
-
-
-def _registry_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    return None if value is None else registry_name(ctx, value)
 
 
 def registry_option(*decls: str, required: bool = True) -> Callable[[Any], Any]:
@@ -190,7 +186,7 @@ def registry_option(*decls: str, required: bool = True) -> Callable[[Any], Any]:
             raise click.UsageError(
                 f"the following arguments are required: {flags} (or set {ENV_REGISTRY})", ctx=ctx
             )
-        return _registry_callback(ctx, param, value)
+        return None if value is None else registry_name(ctx, value)
 
     return click.option(
         *decls,

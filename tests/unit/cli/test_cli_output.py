@@ -815,3 +815,15 @@ def test_query_type_compiles_at_parse_time() -> None:
         click.echo(json.dumps(q.search({"a": 1})))
 
     assert CliRunner().invoke(c, ["--q", "a"]).stdout == "1\n"
+
+
+def test_read_timeouts_are_not_retried() -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        raise httpx.ReadTimeout("slow")
+
+    with pytest.raises(ServerUnreachable, match="slow"):
+        client_for(handler).get_json("/x")
+    assert len(calls) == 1

@@ -109,12 +109,15 @@ def catalog(client: RegistryClient, registry: str, top: int | None) -> list[str]
     # default registry: it has no registry-scoped catalog path yet. Make sure the
     # registry that answered is the one asked for, by the login server the
     # metadata API reports for one of its repositories.
-    try:
-        info = client.get_json("/acr/v1/" + quote(names[0], safe="/"))
-    except RegistryError:
-        return names
-    login_server = str(info.get("registry") or "") if isinstance(info, dict) else ""
-    answered = login_server.split(".", 1)[0]
+    answered = ""
+    for name in names[:3]:  # one may be deleted meanwhile
+        try:
+            info = client.get_json("/acr/v1/" + quote(name, safe="/"))
+        except RegistryError:
+            continue
+        login_server = str(info.get("registry") or "") if isinstance(info, dict) else ""
+        answered = login_server.split(".", 1)[0]
+        break
     if answered and answered.lower() != registry.lower():
         raise CLIError(
             f"Registry '{registry}' was not found on {client.server}: its catalog belongs to "
