@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jmespath
-import yaml  # type: ignore[import-untyped]  # no stubs in the dev dependencies
+import yaml
 
 #: The ``-o/--output`` choices, in the order ``az`` lists them.
 OUTPUT_FORMATS = ("json", "jsonc", "none", "table", "tsv", "yaml", "yamlc")
