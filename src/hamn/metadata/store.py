@@ -212,6 +212,20 @@ _UPLOAD_BY_ID = select(
 _MANIFEST_CONTENT = select(t.manifests.c.content).where(t.manifests.c.id == bindparam("id"))
 
 
+def _missing(conn: Connection, table: Any, repo_id: int, wanted: set[str]) -> list[str]:
+    """Digests in ``wanted`` that ``table`` (blob links or manifests) lacks for a repository."""
+    if not wanted:
+        return []
+    have = set(
+        conn.execute(
+            select(table.c.digest).where(
+                table.c.repository_id == repo_id, table.c.digest.in_(wanted)
+            )
+        ).scalars()
+    )
+    return sorted(wanted - have)
+
+
 def _threaded(
     fn: Callable[Concatenate[MetadataStore, P], R],
 ) -> Callable[Concatenate[MetadataStore, P], Coroutine[Any, Any, R]]:
@@ -684,28 +698,8 @@ class MetadataStore:
         blob_set, child_set = set(blobs), set(children)
         now = utcnow()
         repo_id = self._ensure_repo(conn, registry_id, repository)
-        missing_blobs: list[str] = []
-        if blob_set:
-            have = set(
-                conn.execute(
-                    select(t.repository_blobs.c.digest).where(
-                        t.repository_blobs.c.repository_id == repo_id,
-                        t.repository_blobs.c.digest.in_(blob_set),
-                    )
-                ).scalars()
-            )
-            missing_blobs = sorted(blob_set - have)
-        missing_children: list[str] = []
-        if child_set:
-            have = set(
-                conn.execute(
-                    select(t.manifests.c.digest).where(
-                        t.manifests.c.repository_id == repo_id,
-                        t.manifests.c.digest.in_(child_set),
-                    )
-                ).scalars()
-            )
-            missing_children = sorted(child_set - have)
+        missing_blobs = _missing(conn, t.repository_blobs, repo_id, blob_set)
+        missing_children = _missing(conn, t.manifests, repo_id, child_set)
         if missing_blobs or missing_children:
             raise MissingReferences(missing_blobs, missing_children)
         conn.execute(
