@@ -130,6 +130,13 @@ def _check_blob_range(value: str | None, size: int) -> None:
         )
 
 
+def _next_link(path: str, n: int | None, items: list[str] | None) -> dict[str, str]:
+    """The ``Link`` header to the next page, when ``items`` is a page with more after it."""
+    if not items:
+        return {}
+    return {"Link": f'<{path}?{urlencode({"n": n, "last": items[-1]})}>; rel="next"'}
+
+
 def _range_header(size: int) -> str:
     return f"0-{max(size - 1, 0)}"
 
@@ -186,14 +193,10 @@ class DataPlane:
         n = self.registry.page_size(request.query_params.get("n"))
         last = request.query_params.get("last")
         page = await self.registry.catalog(registry, n, last)
-        headers = {}
-        if page.more:
-            query = urlencode({"n": n, "last": page.items[-1]})
-            headers["Link"] = f'</v2/_catalog?{query}>; rel="next"'
         return Response(
             orjson.dumps({"repositories": page.items}),
             media_type="application/json",
-            headers=headers,
+            headers=_next_link("/v2/_catalog", n, page.items if page.more else None),
         )
 
     async def dispatch(self, request: Request) -> Response:
@@ -369,14 +372,12 @@ class DataPlane:
         n = self.registry.page_size(request.query_params.get("n"))
         last = request.query_params.get("last")
         page = await self.registry.list_tags(target, n, last)
-        headers = {}
-        if page.more:
-            query = urlencode({"n": n, "last": page.items[-1]})
-            headers["Link"] = f'</v2/{quote(name)}/tags/list?{query}>; rel="next"'
         return Response(
             orjson.dumps({"name": name, "tags": page.items}),
             media_type="application/json",
-            headers=headers,
+            headers=_next_link(
+                f"/v2/{quote(name)}/tags/list", n, page.items if page.more else None
+            ),
         )
 
     async def referrers(
