@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hamn.oci.names import is_valid_registry_name
@@ -45,6 +45,25 @@ class Settings(BaseSettings):
     fsync: bool = True
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL"] = "NORMAL"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: TLS: a PEM certificate chain and its PKCS#8 PEM key; both or neither.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: The oldest TLS version accepted (SPEC §9: "TLS 1.2-only").
+    tls_min_version: Literal["1.2", "1.3"] = "1.2"
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both tls_cert and tls_key")
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not path.is_file():
+                raise ValueError(f"TLS file {path} does not exist")
+        return self
+
+    @property
+    def scheme(self) -> str:
+        """``https`` when TLS is configured, else ``http``."""
+        return "https" if self.tls_cert else "http"
 
     @field_validator("default_registry")
     @classmethod

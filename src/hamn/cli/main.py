@@ -56,8 +56,15 @@ def _prepare(settings: Settings) -> bool:
 
 def _banner(settings: Settings, first_start: bool) -> str:
     address = f"{settings.host}:{settings.port}"
-    lines = [f"hamn {__version__} serving the registry API on http://{address}"]
+
+    def verify_flag(flag: str) -> str:
+        # Plain HTTP needs the clients' "insecure" flag; with TLS they verify the certificate.
+        return "" if settings.tls_cert else f"{flag}=false "
+
+    lines = [f"hamn {__version__} serving the registry API on {settings.scheme}://{address}"]
     lines.append(f"  data directory: {settings.data_dir.absolute()}")
+    if settings.tls_cert:
+        lines.append(f"  TLS:            {settings.tls_min_version} and newer, {settings.tls_cert}")
     if settings.default_registry:
         reg = settings.default_registry
         lines += [
@@ -66,9 +73,10 @@ def _banner(settings: Settings, first_start: bool) -> str:
             f" and {address}/{reg}/<repository>)",
             "  credentials:    none; authentication is off, so anyone who can reach this",
             "                  address can push and pull. Keep it on 127.0.0.1.",
-            "  push an image:  skopeo copy --dest-tls-verify=false "
+            f"  push an image:  skopeo copy {verify_flag('--dest-tls-verify')}"
             f"oci:./layout:latest docker://{address}/hello:latest",
-            f"                 podman push --tls-verify=false hello docker://{address}/hello:latest",
+            f"                 podman push {verify_flag('--tls-verify')}"
+            f"hello docker://{address}/hello:latest",
         ]
     if first_start:
         lines.append("  (first start: created the data directory and the database)")
@@ -83,6 +91,16 @@ def _banner(settings: Settings, first_start: bool) -> str:
 @click.option("--default-registry", help="Registry that answers plain <host>/<repo> paths.")
 @click.option("--domain", help="Login servers are <registry>.<domain> (default localhost).")
 @click.option("--config", "config_file", type=click.Path(exists=True), help="A TOML settings file.")
+@click.option(
+    "--tls-cert", type=click.Path(path_type=Path), help="PEM certificate (chain) for TLS."
+)
+@click.option("--tls-key", type=click.Path(path_type=Path), help="PKCS#8 PEM private key for TLS.")
+@click.option(
+    "--tls-min-version",
+    type=click.Choice(["1.2", "1.3"]),
+    help="Oldest TLS version accepted (default 1.2).",
+)
+@click.option("--debug", is_flag=True, default=None, help="Log at debug level.")
 def serve(
     host: str | None,
     port: int | None,
@@ -91,10 +109,14 @@ def serve(
     default_registry: str | None,
     domain: str | None,
     config_file: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_min_version: str | None,
+    debug: bool | None,
 ) -> None:
     """Run the registry (embedded defaults: SQLite and the local filesystem)."""
     from granian import Granian
-    from granian.constants import Interfaces, Loops
+    from granian.constants import Interfaces, Loops, SSLProtocols
     from pydantic import ValidationError
 
     from hamn.config import load_settings
@@ -109,6 +131,10 @@ def serve(
             workers=workers,
             default_registry=default_registry,
             domain=domain,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_min_version=tls_min_version,
+            log_level="debug" if debug else None,
         )
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from None
@@ -131,6 +157,11 @@ def serve(
         # after hours under load, not reproduced on demand); a stop must still
         # stop, so workers that do not exit gracefully are killed after this.
         workers_kill_timeout=WORKER_STOP_SECONDS,
+        ssl_cert=settings.tls_cert,
+        ssl_key=settings.tls_key,
+        ssl_protocol_min=SSLProtocols.tls13
+        if settings.tls_min_version == "1.3"
+        else SSLProtocols.tls12,
     ).serve()
 
 
