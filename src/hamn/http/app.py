@@ -20,7 +20,18 @@ from hamn.config import Settings
 from hamn.errors import HamnError
 from hamn.http.acr import AcrMetadataApi
 from hamn.http.errors import handle_exception
+from hamn.http.observability import (
+    METRICS_PATH,
+    HttpMetrics,
+    RequestObservability,
+    access_log_wanted,
+    counting_server_errors,
+    ensure_metrics_directory,
+    metrics_endpoint,
+    of_kind,
+)
 from hamn.http.v2 import DataPlane
+from hamn.logs import configure_logging
 from hamn.metadata.store import MetadataStore, create_metadata_engine, migrate
 from hamn.services.acr_metadata import AcrMetadataService
 from hamn.services.registry import RegistryService
@@ -51,9 +62,11 @@ class ApiVersionHeader:
         await self.app(scope, receive, send_with_header)
 
 
-def create_app(settings: Settings, *, run_migrations: bool = True) -> Starlette:
+def create_app(settings: Settings, *, run_migrations: bool = True) -> ASGIApp:
     """Build hamn's ASGI application from ``settings``."""
     os.makedirs(settings.data_dir, exist_ok=True)
+    ensure_metrics_directory(settings.data_dir)
+    metrics = HttpMetrics()
     engine = create_metadata_engine(
         settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
     )
@@ -89,26 +102,41 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> Starlette:
 
     # OPTIONS and the rest reach the dispatcher too, which answers UNSUPPORTED in JSON.
     methods = ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS", "TRACE"]
+    # The route kinds label metrics and log lines; /v2/<name>/... is told apart by its dispatcher.
     app = Starlette(
         routes=[
-            Route("/v2/", data_plane.base, methods=["GET", "HEAD"]),
-            Route("/v2/_catalog", data_plane.catalog, methods=["GET"]),
+            Route("/v2/", of_kind("base", data_plane.base), methods=["GET", "HEAD"]),
+            Route("/v2/_catalog", of_kind("catalog", data_plane.catalog), methods=["GET"]),
             Route("/v2/{rest:path}", data_plane.dispatch, methods=methods),
-            Route("/acr/v1/_catalog", acr_metadata.catalog, methods=["GET"]),
-            Route("/acr/v1/{rest:path}", acr_metadata.dispatch, methods=methods),
+            Route(
+                "/acr/v1/_catalog", of_kind("acr_metadata", acr_metadata.catalog), methods=["GET"]
+            ),
+            Route(
+                "/acr/v1/{rest:path}",
+                of_kind("acr_metadata", acr_metadata.dispatch),
+                methods=methods,
+            ),
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
+            # Not behind authentication yet: it must be once authentication exists.
+            Route(METRICS_PATH, metrics_endpoint(metrics), methods=["GET"]),
         ],
-        exception_handlers={HamnError: handle_exception, Exception: handle_exception},
+        exception_handlers={
+            HamnError: counting_server_errors(metrics, handle_exception),
+            Exception: counting_server_errors(metrics, handle_exception),
+        },
         lifespan=lifespan,
     )
     app.add_middleware(ApiVersionHeader)
-    return app
+    # Outermost, around Starlette's own error layer: a crash's response gets a request id too.
+    access_log = access_log_wanted(settings.log_level)
+    return RequestObservability(app, metrics=metrics, access_log_enabled=access_log)
 
 
 def app_from_environment() -> ASGIApp:
     """Factory for granian workers: settings come from the parent ``hamn serve``."""
     raw = os.environ.get(SETTINGS_ENV)
     settings = Settings.model_validate_json(raw) if raw else Settings()
+    configure_logging(settings.log_level)
     # ``hamn serve`` migrated the schema before starting the workers.
     return create_app(settings, run_migrations=False)

@@ -28,6 +28,7 @@ from hamn.errors import (
     HamnError,
 )
 from hamn.http.errors import mark_body_complete
+from hamn.http.observability import describe_request
 from hamn.oci.manifest import MAX_MANIFEST_BYTES, OCI_INDEX
 from hamn.services.registry import Blob, RegistryService, Target
 from hamn.services.uploads import BlobUploadService
@@ -214,11 +215,13 @@ class DataPlane:
             kind, arg = "blob", m["digest"]
         else:
             kind, arg = "referrers", m["subject"]
+        describe_request(route="upload" if kind == "uploads" else kind)
         handler = self._routes.get((kind, request.method))
         if handler is None:
             raise HamnError(UNSUPPORTED, f"{request.method} is not supported on this endpoint")
         name = m["name"]
         target = await self.registry.resolve(request.headers.get("host"), name)
+        describe_request(registry=target.registry.name, repository=target.repository)
         return await handler(request, target, name, arg)
 
     # -- manifests ---------------------------------------------------------------
