@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from hamn.http.observability import RequestObservability, access_log_wanted, new_request_id
+from hamn.config import Settings
+from hamn.http.observability import RequestObservability, new_request_id
 from hamn.logs import (
     FIELDS,
     REDACTED,
@@ -212,10 +213,9 @@ def test_a_crash_is_logged_with_status_500_and_its_id(captured: io.StringIO) -> 
 
 def test_the_access_log_is_off_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HAMN_ACCESS_LOG", raising=False)
-    assert not access_log_wanted("info")
-    assert access_log_wanted("debug")
+    assert Settings().access_log is False
     monkeypatch.setenv("HAMN_ACCESS_LOG", "true")
-    assert access_log_wanted("info")
+    assert Settings().access_log is True
 
 
 # --------------------------------------------------------------------- redaction

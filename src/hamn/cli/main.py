@@ -121,6 +121,8 @@ def serve(
 
     from hamn.config import load_settings
     from hamn.http.app import SETTINGS_ENV
+    from hamn.http.observability import METRICS_DIR_ENV, fresh_metrics_directory
+    from hamn.logs import granian_log_config
 
     try:
         settings = load_settings(
@@ -141,6 +143,9 @@ def serve(
     first_start = _prepare(settings)
     click.echo(_banner(settings, first_start), err=True)
     os.environ[SETTINGS_ENV] = settings.model_dump_json()
+    # Workers share metrics through files in one directory, named before any of
+    # them imports prometheus_client (it picks multiprocess mode at import).
+    os.environ[METRICS_DIR_ENV] = fresh_metrics_directory(settings.data_dir / "run" / "metrics")
     Granian(
         "hamn.http.app:app_from_environment",
         factory=True,
@@ -151,6 +156,7 @@ def serve(
         loop=Loops.uvloop,
         log_level=settings.log_level,  # type: ignore[arg-type]
         log_access=False,
+        log_dictconfig=granian_log_config(settings.log_level),
         backlog=2048,
         respawn_failed_workers=True,
         # A worker once hung in granian's own signal handling on shutdown (seen

@@ -24,7 +24,6 @@ from hamn.http.observability import (
     METRICS_PATH,
     HttpMetrics,
     RequestObservability,
-    access_log_wanted,
     counting_server_errors,
     ensure_metrics_directory,
     metrics_endpoint,
@@ -129,7 +128,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> ASGIApp:
     )
     app.add_middleware(ApiVersionHeader)
     # Outermost, around Starlette's own error layer: a crash's response gets a request id too.
-    access_log = access_log_wanted(settings.log_level)
+    access_log = settings.access_log or settings.log_level == "debug"
     return RequestObservability(app, metrics=metrics, access_log_enabled=access_log)
 
 

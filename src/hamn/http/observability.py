@@ -121,22 +121,6 @@ def error_kind(exc: BaseException) -> str:
     return "internal"
 
 
-#: Until Settings has ``access_log`` (see :func:`access_log_wanted`).
-ACCESS_LOG_ENV = "HAMN_ACCESS_LOG"
-
-
-def access_log_wanted(log_level: str) -> bool:
-    """Whether to write the access log: asked for with ``HAMN_ACCESS_LOG``, or at debug level.
-
-    It is off by default because it costs about a third of the manifest GET rate
-    (one log line per request is a lot next to a 50 µs request). Temporary: this
-    is to become the ``access_log`` setting, read by ``hamn.config``.
-    """
-    if log_level == "debug":
-        return True
-    return os.environ.get(ACCESS_LOG_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
 # --------------------------------------------------------------------- metrics
 
 
