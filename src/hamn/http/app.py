@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from hamn.config import Settings
 from hamn.errors import HamnError
@@ -38,27 +38,6 @@ from hamn.services.uploads import BlobUploadService
 from hamn.storage import create_driver
 
 SETTINGS_ENV = "HAMN_SETTINGS_JSON"
-
-_API_VERSION = (b"docker-distribution-api-version", b"registry/2.0")
-
-
-class ApiVersionHeader:
-    """Adds ``Docker-Distribution-API-Version: registry/2.0`` to every response."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_header(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), _API_VERSION]
-            await send(message)
-
-        await self.app(scope, receive, send_with_header)
 
 
 def create_app(settings: Settings, *, run_migrations: bool = True) -> ASGIApp:
@@ -126,7 +105,6 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> ASGIApp:
         },
         lifespan=lifespan,
     )
-    app.add_middleware(ApiVersionHeader)
     # Outermost, around Starlette's own error layer: a crash's response gets a request id too.
     access_log = settings.access_log or settings.log_level == "debug"
     return RequestObservability(app, metrics=metrics, access_log_enabled=access_log)
