@@ -13,16 +13,16 @@ import os
 import shutil
 import uuid
 from collections.abc import Awaitable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, inspect, make_url, select, text
+from sqlalchemy import Engine, inspect, select, text
+from store_support import POSTGRES_ENV, T, gather, postgres_schema, run
 
 from hamn.metadata import schema as t
 from hamn.metadata.identities import (
@@ -43,77 +43,12 @@ from hamn.metadata.identities import (
 from hamn.metadata.store import MetadataStore, create_metadata_engine, migrate
 from hamn.oci.digest import digest_bytes
 
-T = TypeVar("T")
-POSTGRES_ENV = "HAMN_TEST_POSTGRES_URL"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 PULL = "repositories/app/content/read"
 PUSH = "repositories/app/content/write"
 
 
-def run(awaitable: Awaitable[T]) -> T:
-    """Await one store call from a plain test."""
-
-    async def main() -> T:
-        return await awaitable
-
-    return asyncio.run(main())
-
-
-async def _gather(*aws: Awaitable[Any]) -> list[Any]:
-    return await asyncio.gather(*aws, return_exceptions=True)
-
-
-def gather(*aws: Awaitable[Any]) -> list[Any]:
-    """Run store calls concurrently; results and exceptions, in order."""
-    return asyncio.run(_gather(*aws))
-
-
 # -- databases -------------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest) -> str:
-    """Each supported kind of database (PostgreSQL only when ``HAMN_TEST_POSTGRES_URL`` is set)."""
-    if request.param == "postgresql" and not os.environ.get(POSTGRES_ENV):
-        pytest.skip(f"{POSTGRES_ENV} is not set")
-    return str(request.param)
-
-
-@contextmanager
-def postgres_schema() -> Iterator[str]:
-    """A URL of a fresh, empty PostgreSQL schema, dropped afterwards."""
-    base = os.environ[POSTGRES_ENV]
-    schema = f"hamn_test_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
-@pytest.fixture
-def empty_database_url(database: str, tmp_path: Path) -> Iterator[str]:
-    """A URL of an empty database of each supported kind."""
-    if database == "sqlite":
-        yield f"sqlite:///{tmp_path / 'metadata.db'}"
-        return
-    with postgres_schema() as url:
-        yield url
-
-
-@pytest.fixture(scope="session")
-def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One migrated SQLite file per test session; tests start from copies (it is faster)."""
-    path = tmp_path_factory.mktemp("template") / "metadata.db"
-    eng = create_metadata_engine(f"sqlite:///{path}")
-    migrate(eng)
-    eng.dispose()
-    return path
 
 
 @pytest.fixture(scope="session")

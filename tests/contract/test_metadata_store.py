@@ -8,18 +8,15 @@ schema of its own, dropped afterwards, so parallel workers never meet.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import shutil
-import uuid
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, inspect, make_url, text
+from sqlalchemy import Engine, inspect, make_url, text
+from store_support import gather, run
 
 from hamn.metadata.models import ManifestRecord, Registry, Upload
 from hamn.metadata.schema import metadata
@@ -33,64 +30,11 @@ from hamn.metadata.store import (
 )
 from hamn.oci.digest import digest_bytes
 
-T = TypeVar("T")
-POSTGRES_ENV = "HAMN_TEST_POSTGRES_URL"
-
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
 
-def run(awaitable: Awaitable[T]) -> T:
-    """Await one store call from a plain test."""
-
-    async def main() -> T:
-        return await awaitable
-
-    return asyncio.run(main())
-
-
-async def _gather(*aws: Awaitable[Any]) -> list[Any]:
-    return await asyncio.gather(*aws, return_exceptions=True)
-
-
-def gather(*aws: Awaitable[Any]) -> list[Any]:
-    """Run store calls concurrently; results and exceptions, in order."""
-    return asyncio.run(_gather(*aws))
-
-
 # -- databases -------------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A URL of an empty database of each supported kind."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'metadata.db'}"
-        return
-    base = os.environ.get(POSTGRES_ENV)
-    if not base:
-        pytest.skip(f"{POSTGRES_ENV} is not set")
-    schema = f"hamn_test_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
-@pytest.fixture(scope="session")
-def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One migrated SQLite file per test session; tests start from copies (it is faster)."""
-    path = tmp_path_factory.mktemp("template") / "metadata.db"
-    eng = create_metadata_engine(f"sqlite:///{path}")
-    migrate(eng)
-    eng.dispose()  # the last connection checkpoints the WAL into the file
-    return path
 
 
 @pytest.fixture
