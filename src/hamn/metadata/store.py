@@ -226,21 +226,6 @@ def _missing(conn: Connection, table: Any, repo_id: int, wanted: set[str]) -> li
     return sorted(wanted - have)
 
 
-def _threaded(
-    fn: Callable[Concatenate[MetadataStore, P], R],
-) -> Callable[Concatenate[MetadataStore, P], Coroutine[Any, Any, R]]:
-    """Run a synchronous store method on the store's thread pool, awaitably."""
-
-    async def wrapper(self: MetadataStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(fn, self, *args, **kwargs))
-
-    wrapper.__name__ = fn.__name__
-    wrapper.__qualname__ = fn.__qualname__
-    wrapper.__doc__ = fn.__doc__
-    return wrapper
-
-
 def _reading(
     fn: Callable[Concatenate[MetadataStore, P], R],
 ) -> Callable[Concatenate[MetadataStore, P], Coroutine[Any, Any, R]]:
@@ -248,10 +233,7 @@ def _reading(
     thread hop), on the thread pool for a networked database."""
 
     async def wrapper(self: MetadataStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        if self.inline_reads:
-            return fn(self, *args, **kwargs)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(fn, self, *args, **kwargs))
+        return await self._read(functools.partial(fn, self, *args, **kwargs))
 
     wrapper.__name__ = fn.__name__
     wrapper.__qualname__ = fn.__qualname__
@@ -413,10 +395,7 @@ class MetadataStore:
     async def fast_read(self, stmt: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Run a prebuilt hot-path SELECT (see :meth:`_fast`) for a sibling store:
         inline on SQLite's per-thread connection, one statement on the pool elsewhere."""
-        if self.inline_reads:
-            return self._fast(stmt, params)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._fast, stmt, params)
+        return await self._read(functools.partial(self._fast, stmt, params))
 
     async def run_write(self, op: Callable[[Connection], R]) -> R:
         """Run ``op(conn)`` inside a write transaction (group-committed on SQLite).
@@ -428,15 +407,18 @@ class MetadataStore:
 
     async def run_read(self, op: Callable[[Connection], R]) -> R:
         """Run ``op(conn)`` for a read: inline on SQLite, on the pool otherwise."""
-        if self.inline_reads:
-            with self.engine.connect() as conn:
-                return op(conn)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._read_alone, op)
+        return await self._read(functools.partial(self._with_connection, op))
 
-    def _read_alone(self, op: Callable[[Connection], R]) -> R:
+    def _with_connection(self, op: Callable[[Connection], R]) -> R:
         with self.engine.connect() as conn:
             return op(conn)
+
+    async def _read(self, call: Callable[[], R]) -> R:
+        """Run a read: inline on SQLite (a local WAL read never blocks and costs less
+        than a thread hop), on the thread pool for a networked database."""
+        if self.inline_reads:
+            return call()
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     async def _submit_write(self, op: Callable[[Connection], R]) -> R:
         if self.dialect != "sqlite":
@@ -889,7 +871,7 @@ class MetadataStore:
         """Forget an upload session; False if it was not there."""
         return bool(conn.execute(self._w.delete_upload, {"p_id": upload_id}).rowcount)
 
-    @_threaded
+    @_reading
     def count(self, table: str) -> int:
         """Rows in a table (for tests and health checks)."""
         with self.engine.connect() as conn:
@@ -1136,11 +1118,6 @@ class MetadataStore:
         return DeletedRepository(digests, tag_names)
 
 
-def sqlite_url(data_dir: str) -> str:
-    """The SQLite URL of the embedded default database in ``data_dir``."""
-    return f"sqlite:///{os.path.join(os.path.abspath(data_dir), 'metadata.db')}"
-
-
 __all__ = [
     "IntegrityError",
     "MetadataStore",
@@ -1148,5 +1125,4 @@ __all__ = [
     "UploadConflict",
     "create_metadata_engine",
     "migrate",
-    "sqlite_url",
 ]
