@@ -40,15 +40,19 @@ from hamn.storage import create_driver
 SETTINGS_ENV = "HAMN_SETTINGS_JSON"
 
 
-def create_app(settings: Settings, *, run_migrations: bool = True) -> ASGIApp:
-    """Build hamn's ASGI application from ``settings``."""
+def create_app(settings: Settings, *, prepare_database: bool = True) -> ASGIApp:
+    """Build hamn's ASGI application from ``settings``.
+
+    ``prepare_database`` migrates the schema and creates the default registry;
+    ``hamn serve`` does that once itself, before it starts the workers.
+    """
     os.makedirs(settings.data_dir, exist_ok=True)
     ensure_metrics_directory(settings.data_dir)
     metrics = HttpMetrics()
     engine = create_metadata_engine(
         settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
     )
-    if run_migrations:
+    if prepare_database:
         migrate(engine)
     store = MetadataStore(engine)
     driver = create_driver(
@@ -65,7 +69,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> ASGIApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        if settings.default_registry:
+        if prepare_database and settings.default_registry:
             await store.ensure_registry(settings.default_registry)
         yield
         store.close()
@@ -115,5 +119,6 @@ def app_from_environment() -> ASGIApp:
     raw = os.environ.get(SETTINGS_ENV)
     settings = Settings.model_validate_json(raw) if raw else Settings()
     configure_logging(settings.log_level)
-    # ``hamn serve`` migrated the schema before starting the workers.
-    return create_app(settings, run_migrations=False)
+    # ``hamn serve`` migrated the schema and created the default registry once,
+    # before starting the workers.
+    return create_app(settings, prepare_database=False)
