@@ -1,10 +1,9 @@
 """ACR's metadata API beside ``/v2/`` (SPEC §3.7): ``/acr/v1/...``, read and delete.
 
 Routed like ``/v2/``: the registry comes from the login server, the first path
-segment or the default registry. Each endpoint declares the token action it
-needs (``metadata_read``, ``metadata_write``, ``delete``, as in ACR's scope
-maps) next to its handler, so authorization can be derived from the route table
-in one place. Bodies use ACR's JSON keys and timestamp format; listings page
+segment or the default registry. The access each route needs is derived in one
+place, ``hamn.auth.policy.required_access`` (route kind ``acr_metadata``), not
+here. Bodies use ACR's JSON keys and timestamp format; listings page
 with ``n``/``last``/``orderby`` and a ``Link`` header.
 """
 
@@ -39,30 +38,15 @@ from hamn.services.registry import RegistryService, Target
 _ROUTE = re.compile(r"^/acr/v1/(?P<name>.+?)(?:/(?P<kind>_tags|_manifests)(?:/(?P<ref>[^/]+))?)?\Z")
 _TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)\Z")
 
-#: Token actions (ACR scope-map actions on ``repository:<name>``).
-METADATA_READ = "metadata_read"
-METADATA_WRITE = "metadata_write"
-DELETE = "delete"
-#: The scope ``/acr/v1/_catalog`` needs, as ``/v2/_catalog``.
-CATALOG_SCOPE = "registry:catalog:*"
-
 Handler = Callable[[Request, Target, str, str], Awaitable[Response]]
 
 
 @dataclass(frozen=True, slots=True)
-class Endpoint:
-    """A route's handler and the action a caller must hold on the repository."""
-
-    handler: Handler
-    action: str
-
-
-@dataclass(frozen=True, slots=True)
 class Routed:
-    """Where a request goes: its endpoint, the repository path as addressed (it may
+    """Where a request goes: its handler, the repository path as addressed (it may
     begin with a registry name) and the tag or digest (empty for other routes)."""
 
-    endpoint: Endpoint
+    handler: Handler
     name: str
     reference: str
 
@@ -161,20 +145,19 @@ class AcrMetadataApi:
     def __init__(self, registry: RegistryService, metadata: AcrMetadataService) -> None:
         self.registry = registry
         self.metadata = metadata
-        #: (resource, method) -> endpoint with the action it needs on the repository:
-        #: reads need metadata_read, PATCH metadata_write, DELETE delete (ACR's scopes).
-        self.endpoints: dict[tuple[str, str], Endpoint] = {
-            ("repository", "GET"): Endpoint(self.get_repository, METADATA_READ),
-            ("repository", "PATCH"): Endpoint(self.patch_attributes, METADATA_WRITE),
-            ("repository", "DELETE"): Endpoint(self.delete_repository, DELETE),
-            ("tags", "GET"): Endpoint(self.list_tags, METADATA_READ),
-            ("tag", "GET"): Endpoint(self.get_tag, METADATA_READ),
-            ("tag", "PATCH"): Endpoint(self.patch_attributes, METADATA_WRITE),
-            ("tag", "DELETE"): Endpoint(self.delete_tag, DELETE),
-            ("manifests", "GET"): Endpoint(self.list_manifests, METADATA_READ),
-            ("manifest", "GET"): Endpoint(self.get_manifest, METADATA_READ),
-            ("manifest", "PATCH"): Endpoint(self.patch_attributes, METADATA_WRITE),
-            ("manifest", "DELETE"): Endpoint(self.delete_manifest, DELETE),
+        #: (resource, method) -> handler.
+        self.endpoints: dict[tuple[str, str], Handler] = {
+            ("repository", "GET"): self.get_repository,
+            ("repository", "PATCH"): self.patch_attributes,
+            ("repository", "DELETE"): self.delete_repository,
+            ("tags", "GET"): self.list_tags,
+            ("tag", "GET"): self.get_tag,
+            ("tag", "PATCH"): self.patch_attributes,
+            ("tag", "DELETE"): self.delete_tag,
+            ("manifests", "GET"): self.list_manifests,
+            ("manifest", "GET"): self.get_manifest,
+            ("manifest", "PATCH"): self.patch_attributes,
+            ("manifest", "DELETE"): self.delete_manifest,
         }
 
     # -- entry points ----------------------------------------------------------------
@@ -189,7 +172,7 @@ class AcrMetadataApi:
         return _json({"repositories": page.items}, headers=link)
 
     def route(self, method: str, path: str) -> Routed:
-        """The endpoint ``method path`` reaches, with the repository path and reference.
+        """The handler ``method path`` reaches, with the repository path and reference.
 
         Pure (no I/O): what authorization needs to know before anything runs.
         """
@@ -207,16 +190,16 @@ class AcrMetadataApi:
             resource = "tags" if ref is None else "tag"
         else:
             resource = "manifests" if ref is None else "manifest"
-        endpoint = self.endpoints.get((resource, "GET" if method == "HEAD" else method))
-        if endpoint is None:
+        handler = self.endpoints.get((resource, "GET" if method == "HEAD" else method))
+        if handler is None:
             raise HamnError(UNSUPPORTED, f"{method} is not supported on this endpoint")
-        return Routed(endpoint, m["name"], ref or "")
+        return Routed(handler, m["name"], ref or "")
 
     async def dispatch(self, request: Request) -> Response:
         """Route ``/acr/v1/<name>[/_tags[/<tag>]|/_manifests[/<digest>]]`` to its handler."""
         routed = self.route(request.method, request.url.path)
         target = await self.registry.resolve(request.headers.get("host"), routed.name)
-        response = await routed.endpoint.handler(request, target, routed.name, routed.reference)
+        response = await routed.handler(request, target, routed.name, routed.reference)
         if request.method == "HEAD":
             return Response(b"", status_code=response.status_code, headers=dict(response.headers))
         return response
