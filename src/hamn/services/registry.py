@@ -27,7 +27,7 @@ from hamn.errors import (
 from hamn.metadata.models import ManifestRecord, Registry
 from hamn.metadata.store import MetadataStore, MissingReferences
 from hamn.oci.digest import digest_bytes, is_digest, parse_digest
-from hamn.oci.manifest import OCI_INDEX, parse_manifest
+from hamn.oci.manifest import OCI_INDEX, Descriptor, parse_manifest
 from hamn.oci.names import is_valid_registry_name, validate_repository_name, validate_tag
 from hamn.storage.base import BlobDriver
 
@@ -355,20 +355,13 @@ class RegistryService:
         """The referrers of ``subject`` as an OCI image index (empty when there are none)."""
         digest = str(parse_digest(subject))
         found = await self.store.referrers(target.registry.id, target.repository, digest) or []
-        manifests = []
-        for ref in found:
-            if artifact_type is not None and ref.artifact_type != artifact_type:
-                continue
-            entry: dict[str, object] = {
-                "mediaType": ref.media_type,
-                "digest": ref.digest,
-                "size": ref.size,
-            }
-            if ref.artifact_type:
-                entry["artifactType"] = ref.artifact_type
-            if ref.annotations:
-                entry["annotations"] = ref.annotations
-            manifests.append(entry)
+        manifests = [
+            Descriptor(
+                ref.media_type, ref.digest, ref.size, ref.artifact_type, ref.annotations
+            ).to_json()
+            for ref in found
+            if artifact_type is None or ref.artifact_type == artifact_type
+        ]
         return orjson.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests})
 
     # -- blobs -------------------------------------------------------------------
