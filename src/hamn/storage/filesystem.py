@@ -133,14 +133,15 @@ class FilesystemDriver:
             os.close(fd)
             raise StorageBusy(upload_id) from None
         try:
+            held = os.fstat(fd)
             try:
-                same_file = os.stat(path).st_ino == os.fstat(fd).st_ino
+                same_file = os.stat(path).st_ino == held.st_ino
             except FileNotFoundError:
                 same_file = False
             if not same_file:
                 # Committed or cancelled by the previous holder between open and lock.
                 raise StorageNotFound(upload_id)
-            actual = os.fstat(fd).st_size
+            actual = held.st_size
             if actual < size:
                 raise StorageNotFound(upload_id)
             if actual > size:
