@@ -75,6 +75,11 @@ UNKNOWN = _register("UNKNOWN", "unknown error", 500)
 # ACR's metadata API (/acr/v1/...).
 TAG_UNKNOWN = _register("TAG_UNKNOWN", "tag unknown to registry", 404)
 PARAMETER_INVALID = _register("PARAMETER_INVALID", "a query parameter is invalid", 400)
+# The management API (/api/...).
+ALREADY_EXISTS = _register("ALREADY_EXISTS", "a resource of that name already exists", 409)
+IN_USE = _register("IN_USE", "the resource is in use", 409)
+ADMIN_DISABLED = _register("ADMIN_DISABLED", "the registry's admin user is disabled", 409)
+BODY_INVALID = _register("BODY_INVALID", "the request body is invalid", 400)
 
 
 class HamnError(Exception):
