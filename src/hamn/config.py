@@ -53,6 +53,18 @@ class Settings(BaseSettings):
     tls_key: Path | None = None
     #: The oldest TLS version accepted (SPEC §9: "TLS 1.2-only").
     tls_min_version: Literal["1.2", "1.3"] = "1.2"
+    #: Base64 of 32 bytes that seal secrets at rest; empty: ``<data_dir>/server.key``
+    #: (made on first start, mode 0600). Set it when several servers share a database.
+    secret_key: str = Field("", repr=False)
+    #: The first owner, made on first start (Owner at ``/``). Without a password one
+    #: is generated and shown once in the start-up banner (never logged).
+    bootstrap_username: str = Field("hamn-admin", min_length=1, max_length=255)
+    bootstrap_password: str = Field("", repr=False)
+    #: How long refresh tokens (``hamn login``, ``hamn auth login``) stay valid.
+    refresh_token_hours: int = Field(24, ge=1, le=24 * 90)
+    #: Failed sign-ins allowed per minute per (client address, username), and per address.
+    auth_failures_per_user: int = Field(10, ge=1)
+    auth_failures_per_address: int = Field(100, ge=1)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:

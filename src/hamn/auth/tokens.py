@@ -328,6 +328,26 @@ def _time(seconds: int) -> datetime:
         raise TokenError(TokenRejection.CLAIMS) from exc
 
 
+def unverified_header(token: str) -> dict[str, object]:
+    """A token's JOSE header, NOT verified (to pick the key); raises :class:`TokenError`."""
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
+        raise TokenError(TokenRejection.MALFORMED)
+    try:
+        return dict(jwt.get_unverified_header(token))
+    except jwt.PyJWTError as exc:
+        raise TokenError(TokenRejection.MALFORMED) from exc
+
+
+def unverified_claims(token: str) -> dict[str, object]:
+    """A token's claims, NOT verified: only for choosing how to verify it. ``{}`` if unreadable."""
+    try:
+        unverified_header(token)
+        payload = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    except (TokenError, ValueError, TypeError):
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
 def verify(
     token: str,
     keyring: KeyRing,

@@ -32,11 +32,14 @@ def cli() -> None:
 register(cli)
 
 
-def _prepare(settings: Settings) -> bool:
-    """Create the data directory, migrate the schema, ensure the default registry.
+def _prepare(settings: Settings) -> tuple[bool, str | None]:
+    """Create the data directory, migrate the schema, ensure the default registry, a
+    signing key and the first owner.
 
-    Returns True when this is the first start (the database did not exist).
+    Returns whether this is the first start (the database did not exist) and the
+    first owner's generated password, if one was generated now.
     """
+    from hamn.http.app import prepare_service
     from hamn.metadata.store import MetadataStore, create_metadata_engine, migrate
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -47,14 +50,13 @@ def _prepare(settings: Settings) -> bool:
     migrate(engine)
     store = MetadataStore(engine, threads=1)
     try:
-        if settings.default_registry:
-            asyncio.run(store.ensure_registry(settings.default_registry))
+        password = asyncio.run(prepare_service(settings, store))
     finally:
         store.close()
-    return first_start
+    return first_start, password
 
 
-def _banner(settings: Settings, first_start: bool) -> str:
+def _banner(settings: Settings, first_start: bool, password: str | None) -> str:
     address = f"{settings.host}:{settings.port}"
 
     def verify_flag(flag: str) -> str:
@@ -71,8 +73,9 @@ def _banner(settings: Settings, first_start: bool) -> str:
             f"  registry:       {reg} (default: {address}/<repository> reaches it;",
             f"                  so do {reg.lower()}.{settings.domain}:{settings.port}/<repository>"
             f" and {address}/{reg}/<repository>)",
-            "  credentials:    none; authentication is off, so anyone who can reach this",
-            "                  address can push and pull. Keep it on 127.0.0.1.",
+            "  sign in:        hamn auth login --server "
+            f"{settings.scheme}://{address} -u {settings.bootstrap_username}",
+            f"                  then: hamn login -n {reg}  (docker, podman, buildah, skopeo)",
             f"  push an image:  skopeo copy {verify_flag('--dest-tls-verify')}"
             f"oci:./layout:latest docker://{address}/hello:latest",
             f"                 podman push {verify_flag('--tls-verify')}"
@@ -80,6 +83,12 @@ def _banner(settings: Settings, first_start: bool) -> str:
         ]
     if first_start:
         lines.append("  (first start: created the data directory and the database)")
+    if password:
+        lines += [
+            f"  first owner:    {settings.bootstrap_username}, password: {password}",
+            "                  (shown this once; it is stored only as a hash. Set",
+            "                  HAMN_BOOTSTRAP_PASSWORD to choose it instead.)",
+        ]
     return "\n".join(lines)
 
 
@@ -140,9 +149,13 @@ def serve(
         )
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from None
-    first_start = _prepare(settings)
-    click.echo(_banner(settings, first_start), err=True)
-    os.environ[SETTINGS_ENV] = settings.model_dump_json()
+    try:
+        first_start, password = _prepare(settings)
+    except ValueError as exc:  # a bad server key or bootstrap password
+        raise click.UsageError(str(exc)) from None
+    # The banner goes to the terminal only: it is not a log line, and it is shown once.
+    click.echo(_banner(settings, first_start, password), err=True)
+    os.environ[SETTINGS_ENV] = settings.model_dump_json(exclude={"bootstrap_password"})
     # Workers share metrics through files in one directory, named before any of
     # them imports prometheus_client (it picks multiprocess mode at import).
     os.environ[METRICS_DIR_ENV] = fresh_metrics_directory(settings.data_dir / "run" / "metrics")

@@ -20,7 +20,9 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from hamn.auth.policy import RouteKind
 from hamn.errors import NOT_FOUND, PARAMETER_INVALID, UNSUPPORTED, HamnError
+from hamn.http.auth import RequestAuth
 from hamn.metadata.models import ListOrder
 from hamn.services.acr_metadata import (
     AcrMetadataService,
@@ -142,9 +144,12 @@ def _orderby(order: ListOrder) -> str:
 class AcrMetadataApi:
     """The ``/acr/v1/`` routes over the ACR metadata service."""
 
-    def __init__(self, registry: RegistryService, metadata: AcrMetadataService) -> None:
+    def __init__(
+        self, registry: RegistryService, metadata: AcrMetadataService, access: RequestAuth
+    ) -> None:
         self.registry = registry
         self.metadata = metadata
+        self.access = access
         #: (resource, method) -> handler.
         self.endpoints: dict[tuple[str, str], Handler] = {
             ("repository", "GET"): self.get_repository,
@@ -163,7 +168,10 @@ class AcrMetadataApi:
     # -- entry points ----------------------------------------------------------------
     async def catalog(self, request: Request) -> Response:
         """``GET /acr/v1/_catalog``: repository names, paginated like ``/v2/_catalog``."""
-        registry = await self.registry.resolve_registry(request.headers.get("host"))
+        target = await self.access.target(request, None)
+        await self.access.authorize(request, RouteKind.ACR_METADATA, None, target)
+        assert target is not None
+        registry = target.registry
         n = page_size(request.query_params.get("n"))
         page = await self.metadata.catalog(registry, n, request.query_params.get("last"))
         link: dict[str, str] = {}
@@ -198,7 +206,10 @@ class AcrMetadataApi:
     async def dispatch(self, request: Request) -> Response:
         """Route ``/acr/v1/<name>[/_tags[/<tag>]|/_manifests[/<digest>]]`` to its handler."""
         routed = self.route(request.method, request.url.path)
-        target = await self.registry.resolve(request.headers.get("host"), routed.name)
+        found = await self.access.target(request, routed.name)
+        await self.access.authorize(request, RouteKind.ACR_METADATA, routed.name, found)
+        assert found is not None
+        target = found
         response = await routed.handler(request, target, routed.name, routed.reference)
         if request.method == "HEAD":
             return Response(b"", status_code=response.status_code, headers=dict(response.headers))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -19,6 +20,7 @@ from starlette.types import ASGIApp
 from hamn.config import Settings
 from hamn.errors import HamnError
 from hamn.http.acr import AcrMetadataApi
+from hamn.http.auth import FailureLimiter, RequestAuth
 from hamn.http.errors import handle_exception
 from hamn.http.observability import (
     METRICS_PATH,
@@ -31,13 +33,39 @@ from hamn.http.observability import (
 )
 from hamn.http.v2 import DataPlane
 from hamn.logs import configure_logging
+from hamn.metadata.identities import IdentityStore
 from hamn.metadata.store import MetadataStore, create_metadata_engine, migrate
 from hamn.services.acr_metadata import AcrMetadataService
+from hamn.services.auth import AuthService, load_server_key
 from hamn.services.registry import RegistryService
 from hamn.services.uploads import BlobUploadService
 from hamn.storage import create_driver
 
 SETTINGS_ENV = "HAMN_SETTINGS_JSON"
+
+
+def _auth_service(settings: Settings, store: MetadataStore) -> AuthService:
+    return AuthService(
+        IdentityStore(store),
+        server_key=load_server_key(settings.secret_key, settings.data_dir),
+        refresh_lifetime=timedelta(hours=settings.refresh_token_hours),
+    )
+
+
+async def prepare_service(settings: Settings, store: MetadataStore) -> str | None:
+    """What must exist before requests are served, done once per deployment start:
+    the default registry, a token signing key and the first owner.
+
+    Returns the first owner's password when it was generated here (to be shown
+    once, never logged), else None.
+    """
+    if settings.default_registry:
+        await store.ensure_registry(settings.default_registry)
+    auth = _auth_service(settings, store)
+    await auth.ensure_signing_key()
+    return await auth.bootstrap_owner(
+        settings.bootstrap_username, settings.bootstrap_password or None
+    )
 
 
 def create_app(settings: Settings, *, prepare_database: bool = True) -> ASGIApp:
@@ -62,15 +90,25 @@ def create_app(settings: Settings, *, prepare_database: bool = True) -> ASGIApp:
         store, driver, domain=settings.domain, default_registry=settings.default_registry
     )
     uploads = BlobUploadService(store, driver)
-    data_plane = DataPlane(registry, uploads)
+    auth = _auth_service(settings, store)
+    access = RequestAuth(
+        auth,
+        registry,
+        scheme=settings.scheme,
+        limiter=FailureLimiter(
+            per_user=settings.auth_failures_per_user,
+            per_address=settings.auth_failures_per_address,
+        ),
+    )
+    data_plane = DataPlane(registry, uploads, access)
     acr_metadata = AcrMetadataApi(
-        registry, AcrMetadataService(store, driver, domain=settings.domain)
+        registry, AcrMetadataService(store, driver, domain=settings.domain), access
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        if prepare_database and settings.default_registry:
-            await store.ensure_registry(settings.default_registry)
+        if prepare_database:
+            await prepare_service(settings, store)
         yield
         store.close()
         driver.close()
@@ -98,10 +136,14 @@ def create_app(settings: Settings, *, prepare_database: bool = True) -> ASGIApp:
                 of_kind("acr_metadata", acr_metadata.dispatch),
                 methods=methods,
             ),
+            Route("/oauth2/token", of_kind("token", access.token_get), methods=["GET"]),
+            Route("/oauth2/token", of_kind("token", access.token_post), methods=["POST"]),
+            Route("/oauth2/exchange", of_kind("token", access.exchange), methods=["POST"]),
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
-            # Not behind authentication yet: it must be once authentication exists.
-            Route(METRICS_PATH, metrics_endpoint(metrics), methods=["GET"]),
+            Route(
+                METRICS_PATH, metrics_endpoint(metrics, access.require_root_read), methods=["GET"]
+            ),
         ],
         exception_handlers={
             HamnError: counting_server_errors(metrics, handle_exception),

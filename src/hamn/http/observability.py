@@ -14,6 +14,7 @@ that mode when it is imported, so it is imported only once the directory is set
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import random
@@ -72,13 +73,18 @@ class RequestFacts:
     route: str = "other"
     registry: str | None = None
     repository: str | None = None
+    identity: str | None = None
 
 
 _facts: ContextVar[RequestFacts | None] = ContextVar("hamn_request_facts", default=None)
 
 
 def describe_request(
-    *, route: str | None = None, registry: str | None = None, repository: str | None = None
+    *,
+    route: str | None = None,
+    registry: str | None = None,
+    repository: str | None = None,
+    identity: str | None = None,
 ) -> None:
     """Record the route kind and target of the current request (ignored outside one)."""
     facts = _facts.get()
@@ -90,6 +96,8 @@ def describe_request(
         facts.registry = registry
     if repository is not None:
         facts.repository = repository
+    if identity is not None:
+        facts.identity = identity
 
 
 def of_kind(
@@ -265,11 +273,18 @@ class HttpMetrics:
         return self._exposition(self._registry)
 
 
-def metrics_endpoint(metrics: HttpMetrics) -> Callable[[Request], Response]:
-    """``GET /metrics``. Synchronous: Starlette runs it in a thread, off the event loop."""
+def metrics_endpoint(
+    metrics: HttpMetrics, authorize: Callable[[Request], Awaitable[object]]
+) -> Callable[[Request], Awaitable[Response]]:
+    """``GET /metrics`` for callers ``authorize`` lets through (it raises otherwise).
 
-    def serve_metrics(_: Request) -> Response:
-        return Response(metrics.exposition(), media_type=metrics.content_type)
+    The exposition reads files, so it runs in a thread, off the event loop.
+    """
+
+    async def serve_metrics(request: Request) -> Response:
+        await authorize(request)
+        body = await asyncio.to_thread(metrics.exposition)
+        return Response(body, media_type=metrics.content_type)
 
     return serve_metrics
 
@@ -404,6 +419,7 @@ class RequestObservability:
             "route": facts.route,
             "registry": facts.registry,
             "repository": facts.repository,
+            "identity": facts.identity,
             "client": client[0] if client else None,
             "user_agent": user_agent,
         }

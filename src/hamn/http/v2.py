@@ -17,6 +17,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from hamn.auth.policy import RouteKind
 from hamn.errors import (
     BLOB_UPLOAD_INVALID,
     BODY_INCOMPLETE,
@@ -27,6 +28,7 @@ from hamn.errors import (
     UNSUPPORTED,
     HamnError,
 )
+from hamn.http.auth import RequestAuth
 from hamn.http.errors import mark_body_complete
 from hamn.http.observability import describe_request
 from hamn.oci.manifest import MAX_MANIFEST_BYTES, OCI_INDEX
@@ -162,9 +164,12 @@ class _WithoutRange(Response):
 class DataPlane:
     """The ``/v2/`` API over the registry and upload services."""
 
-    def __init__(self, registry: RegistryService, uploads: BlobUploadService) -> None:
+    def __init__(
+        self, registry: RegistryService, uploads: BlobUploadService, access: RequestAuth
+    ) -> None:
         self.registry = registry
         self.uploads = uploads
+        self.access = access
         self._routes: dict[tuple[str, str], Handler] = {
             ("manifest", "GET"): self.get_manifest,
             ("manifest", "HEAD"): self.get_manifest,
@@ -184,13 +189,17 @@ class DataPlane:
 
     # -- entry points ------------------------------------------------------------
     async def base(self, request: Request) -> Response:
-        """``GET /v2/``: the API version check."""
-        await self.registry.resolve_registry(request.headers.get("host"))
+        """``GET /v2/``: the API version check (and the start of the token flow)."""
+        target = await self.access.target(request, None)
+        await self.access.authorize(request, RouteKind.BASE, None, target)
         return Response(b"{}", media_type="application/json")
 
     async def catalog(self, request: Request) -> Response:
         """``GET /v2/_catalog``: repository names, paginated."""
-        registry = await self.registry.resolve_registry(request.headers.get("host"))
+        target = await self.access.target(request, None)
+        await self.access.authorize(request, RouteKind.CATALOG, None, target)
+        assert target is not None
+        registry = target.registry
         n = self.registry.page_size(request.query_params.get("n"))
         last = request.query_params.get("last")
         page = await self.registry.catalog(registry, n, last)
@@ -220,7 +229,14 @@ class DataPlane:
         if handler is None:
             raise HamnError(UNSUPPORTED, f"{request.method} is not supported on this endpoint")
         name = m["name"]
-        target = await self.registry.resolve(request.headers.get("host"), name)
+        target = await self.access.target(request, name)
+        params = request.query_params
+        mount_from = params.get("from") if kind == "uploads" and params.get("mount") else None
+        may_mount = await self.access.authorize(
+            request, RouteKind(kind), name, target, mount_from=mount_from or None
+        )
+        assert target is not None
+        request.state.hamn_may_mount = may_mount
         describe_request(registry=target.registry.name, repository=target.repository)
         return await handler(request, target, name, arg)
 
@@ -306,7 +322,8 @@ class DataPlane:
     async def start_upload(self, request: Request, target: Target, name: str, _: str) -> Response:
         params = request.query_params
         mount = params.get("mount")
-        if mount:
+        # Without pull on from=, the mount is skipped: a plain upload, as the spec prefers.
+        if mount and getattr(request.state, "hamn_may_mount", True):
             source = params.get("from")
             mounted = None
             if source:

@@ -384,6 +384,14 @@ _TOKENS_OF = (
     .where(_T.registry_id == bindparam("rid"))
     .order_by(_T.name, _T.id, _TP.name)
 )
+_TOKENS_NAMED = (
+    select(*_TOKEN_COLS)
+    .select_from(_TOKEN_FROM)
+    .where(_T.name_key == bindparam("key"))
+    .order_by(_T.registry_id, _TP.name)
+)
+_TOKEN_BY_ID = select(*_TOKEN_COLS).select_from(_TOKEN_FROM).where(_T.id == bindparam("id"))
+_REGISTRY_NAME_BY_ID = select(_R.name).where(_R.id == bindparam("id"))
 _TOKEN_ID = select(_T.id).where(_T.registry_id == bindparam("rid"), _T.name_key == bindparam("key"))
 
 _SIGNING_KEY_COLS = (
@@ -1075,6 +1083,21 @@ class IdentityStore:
         actions and its passwords, in one statement (per request); or None."""
         rows = await self._fast(_TOKEN_BY_NAME, {"reg": registry.lower(), "key": name.lower()})
         return _tokens(rows)[0] if rows else None
+
+    async def tokens_named(self, name: str) -> list[Token]:
+        """Every registry's token of that name (any letter case): what a Basic
+        ``<token>:<password>`` may be, before the registry is known."""
+        return _tokens(await self._fast(_TOKENS_NAMED, {"key": name.lower()}))
+
+    async def get_token_by_id(self, token_id: str) -> Token | None:
+        """The token with this id (a bearer token's subject), or None."""
+        rows = await self._fast(_TOKEN_BY_ID, {"id": token_id})
+        return _tokens(rows)[0] if rows else None
+
+    async def registry_name(self, registry_id: int) -> str | None:
+        """The name of the registry with this id, or None."""
+        rows = await self._fast(_REGISTRY_NAME_BY_ID, {"id": registry_id})
+        return str(rows[0][0]) if rows else None
 
     async def list_tokens(self, registry: str) -> list[Token]:
         """The registry's tokens by name in byte order; NotFound if no such registry."""
