@@ -22,7 +22,7 @@ class IdentityKind(StrEnum):
     #: A registry's admin user: that registry's data plane, nothing else.
     ADMIN = "admin"
     #: A repository-scoped token: its scope map in its registry, nothing else.
-    TOKEN = "token"
+    TOKEN = "token"  # noqa: S105 - a kind, not a secret
 
 
 @dataclass(frozen=True, slots=True)
