@@ -22,6 +22,7 @@ from hamn.errors import HamnError
 from hamn.http.acr import AcrMetadataApi
 from hamn.http.auth import FailureLimiter, RequestAuth
 from hamn.http.errors import handle_exception
+from hamn.http.management import management_routes
 from hamn.http.observability import (
     METRICS_PATH,
     HttpMetrics,
@@ -139,6 +140,9 @@ def create_app(settings: Settings, *, prepare_database: bool = True) -> ASGIApp:
             Route("/oauth2/token", of_kind("token", access.token_get), methods=["GET"]),
             Route("/oauth2/token", of_kind("token", access.token_post), methods=["POST"]),
             Route("/oauth2/exchange", of_kind("token", access.exchange), methods=["POST"]),
+            *management_routes(
+                auth.identities, store, auth.server_key, settings.domain, access.identity
+            ),
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
             Route(

@@ -881,6 +881,19 @@ class MetadataStore:
                 ).scalar_one()
             )
 
+    @_reading
+    def registry_size(self, registry_id: int) -> int:
+        """Bytes of the distinct blobs the registry's repositories link, each blob counted
+        once however many repositories or manifests use it (``show-usage``'s Size)."""
+        linked = (
+            select(t.repository_blobs.c.digest)
+            .join(t.repositories, t.repositories.c.id == t.repository_blobs.c.repository_id)
+            .where(t.repositories.c.registry_id == registry_id)
+        )
+        q = select(func.coalesce(func.sum(t.blobs.c.size), 0)).where(t.blobs.c.digest.in_(linked))
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
     # -- ACR metadata (/acr/v1/...): attributes, time-ordered pages, repository delete --
     @_reading
     def repository_info(self, registry_id: int, repository: str) -> RepositoryInfo | None:
