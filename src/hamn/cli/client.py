@@ -5,8 +5,10 @@
   segment, SPEC §3.5). When ``--server`` is the registry's own login server
   (``https://<registry>.<domain>``) the server routes on the host instead, and
   paths carry no registry segment, exactly as ``az`` talks to ACR.
-* **Credentials.** ``-u/-p`` become a Basic ``Authorization`` header, sent only
-  to the server's own origin.
+* **Credentials.** ``-u/-p`` (or the signed-in session's refresh token, under
+  the null GUID) become a Basic ``Authorization`` header, sent only to the
+  server's own origin. :meth:`RegistryClient.exchange` trades credentials for
+  a refresh token at ``/oauth2/exchange``.
 * **Retries.** Idempotent requests are retried when the server answers 429 or
   503 (waiting as ``Retry-After`` says, within bounds) or cannot be reached.
 * **Paging.** Listings follow ``Link: <...>; rel="next"`` and honour ``--top``.
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote, urljoin
+from urllib.parse import parse_qsl, quote, urlencode, urljoin
 
 import httpx
 
@@ -37,6 +39,8 @@ from hamn import __version__
 log = logging.getLogger("hamn.cli.http")
 
 DEFAULT_SERVER = "http://127.0.0.1:5000"
+#: The username under which a refresh token is presented as a password (ACR, docker).
+NULL_GUID = "00000000-0000-0000-0000-000000000000"
 #: Entries per page the CLI asks for (what az asks ACR for).
 PAGE_SIZE = 100
 #: Retries of one idempotent request (after the first attempt).
@@ -51,8 +55,12 @@ _RETRY_STATUSES = frozenset({429, 503})
 _RETRY_TRANSPORT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 _SECRET_JSON = re.compile(
-    r'("(?:access_token|refresh_token|token|password|password2|value)"\s*:\s*)"[^"]*"'
+    r'("(?:access_token|refresh_token|token|password|password2|value'
+    r'|accessToken|refreshToken|identitytoken|secret|Secret)"\s*:\s*)"[^"]*"'
 )
+#: Form fields that carry secrets (the token endpoints' requests).
+_SECRET_FORM_FIELDS = frozenset({"password", "refresh_token", "access_token", "client_secret"})
+_FORM = "application/x-www-form-urlencoded"
 _LINK_NEXT = re.compile(r'<([^>]*)>\s*;[^,]*\brel="?next"?', re.IGNORECASE)
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 #: Bodies longer than this are cut short in ``--debug`` logs.
@@ -179,9 +187,18 @@ def _redact_headers(headers: Mapping[str, str]) -> list[str]:
     ]
 
 
+def _redact_form(content: bytes) -> str:
+    fields = parse_qsl(content.decode("utf-8", errors="replace"), keep_blank_values=True)
+    return urlencode(
+        [(k, "REDACTED" if k.lower() in _SECRET_FORM_FIELDS else v) for k, v in fields]
+    )
+
+
 def _redact_body(content: bytes, content_type: str) -> str:
     if not content:
         return ""
+    if content_type.split(";", 1)[0].strip().lower() == _FORM:
+        return _redact_form(content[:_DEBUG_BODY_LIMIT])
     if "json" not in content_type and not content_type.startswith("text/"):
         return f"<{len(content)} bytes of {content_type or 'unknown type'}>"
     text = content[:_DEBUG_BODY_LIMIT].decode("utf-8", errors="replace")
@@ -269,9 +286,14 @@ class RegistryClient:
         *,
         params: Mapping[str, str | int] | None = None,
         json_body: Any = None,
+        form: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        """Send one request (retrying when safe); raise :class:`RegistryError` on 4xx/5xx."""
+        """Send one request (retrying when safe); raise :class:`RegistryError` on 4xx/5xx.
+
+        ``form`` sends an ``application/x-www-form-urlencoded`` body (the token
+        endpoints); ``--debug`` logs it with its secret fields redacted.
+        """
         url = self.url(path)
         all_headers = dict(headers or {})
         if self.credentials is not None:
@@ -280,7 +302,7 @@ class RegistryClient:
         attempt = 0
         while True:
             request = self._http.build_request(
-                method, url, params=params, json=json_body, headers=all_headers
+                method, url, params=params, json=json_body, data=form, headers=all_headers
             )
             started = time.monotonic()
             try:
@@ -316,6 +338,35 @@ class RegistryClient:
             if response.status_code >= 400:
                 raise RegistryError.from_response(response)
             return response
+
+    def exchange(self, credentials: Credentials) -> str:
+        """A refresh token for ``credentials`` from ``POST /oauth2/exchange``.
+
+        A username of :data:`NULL_GUID` means the password is a refresh token,
+        which the server trades for a fresh one (``grant_type=refresh_token``);
+        anything else is a password grant. ``service`` is the host the client
+        reaches, the tokens' audience.
+        """
+        form = {"service": self._base.netloc.decode("ascii")}
+        if credentials.username == NULL_GUID:
+            form |= {"grant_type": "refresh_token", "refresh_token": credentials.password}
+        else:
+            form |= {
+                "grant_type": "password",
+                "username": credentials.username,
+                "password": credentials.password,
+            }
+        response = self.request("POST", "/oauth2/exchange", form=form)
+        body = self._json(response)
+        token = body.get("refresh_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise RegistryError(
+                response.status_code,
+                "POST",
+                str(response.request.url),
+                message="the server's answer to the token exchange has no refresh_token",
+            )
+        return token
 
     def get_json(self, path: str, params: Mapping[str, str | int] | None = None) -> Any:
         """GET a JSON document."""

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import click
+import httpx
+from click.core import ParameterSource
 
 from hamn.cli.client import (
     DEFAULT_SERVER,
@@ -33,6 +35,7 @@ from hamn.cli.client import (
     RegistryClient,
     RegistryError,
     ServerUnreachable,
+    normalize_server,
 )
 from hamn.cli.errors import ArgumentUsageError, CLIError
 from hamn.cli.output import (
@@ -43,6 +46,7 @@ from hamn.cli.output import (
     compile_query,
     render,
 )
+from hamn.cli.session import expired_message, load_session, same_server
 from hamn.oci.names import is_valid_registry_name
 
 log = logging.getLogger("hamn.cli")
@@ -235,9 +239,10 @@ def _server_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--server",
             envvar=ENV_SERVER,
-            default=DEFAULT_SERVER,
+            default=None,
             metavar="URL",
-            help=f"The hamn server (default: ${ENV_SERVER}, else {DEFAULT_SERVER}).",
+            help=f"The hamn server (default: ${ENV_SERVER}, else the server of the "
+            f"'hamn auth login' session, else {DEFAULT_SERVER}).",
         ),
         click.option(
             "-u",
@@ -347,9 +352,11 @@ def describe(exc: RegistryError, not_found: str | None = None) -> str:
     """A server refusal in words, with what to do about it."""
     text = exc.describe()
     if exc.status == 401:
+        url = httpx.URL(exc.url)
+        server = f"{url.scheme}://{url.netloc.decode('ascii')}" if url.host else "URL"
         return (
-            f"{text}. Sign in: pass -u/--username and -p/--password "
-            f"(or set {ENV_USERNAME} and {ENV_PASSWORD})."
+            f"{text}. Sign in: run 'hamn auth login --server {server}', or pass "
+            f"-u/--username and -p/--password (or set {ENV_USERNAME} and {ENV_PASSWORD})."
         )
     if exc.status == 403:
         return (
@@ -446,8 +453,13 @@ def command(
     *,
     table: TableTransformer | None = None,
     server: bool = True,
+    default_output: str | None = None,
 ) -> Callable[[Callable[..., Any]], click.Command]:
-    """Register ``func(invocation, **arguments)`` as ``group name`` with az's global arguments."""
+    """Register ``func(invocation, **arguments)`` as ``group name`` with az's global arguments.
+
+    ``default_output`` replaces ``json`` as the format when neither ``-o`` nor
+    ``HAMN_OUTPUT`` chooses one (``kube-secret`` prints YAML, as kubectl reads it).
+    """
 
     def decorator(func: Callable[..., Any]) -> click.Command:
         @functools.wraps(func)
@@ -462,11 +474,12 @@ def command(
             ctx = click.get_current_context()
             for message in ctx.meta.pop(_PENDING_WARNINGS, []):
                 log.warning("%s", message)
+            if default_output and ctx.get_parameter_source("output") is ParameterSource.DEFAULT:
+                output = default_output
             invocation = Invocation()
             if server:
-                invocation.server = kwargs.pop("server")
-                invocation.credentials = _credentials(
-                    kwargs.pop("username"), kwargs.pop("password")
+                invocation.server, invocation.credentials = connection(
+                    kwargs.pop("server"), kwargs.pop("username"), kwargs.pop("password")
                 )
             run(
                 lambda inv: func(inv, **kwargs),
@@ -484,6 +497,37 @@ def command(
         return cmd
 
     return decorator
+
+
+def connection(
+    server: str | None, username: str | None, password: str | None
+) -> tuple[str, Credentials | None]:
+    """The server and credentials of a command (control-plane.md, "CLI session").
+
+    Credentials are ``-u/-p``, else ``HAMN_USERNAME``/``HAMN_PASSWORD`` (click
+    reads both into ``username``/``password``), else the ``hamn auth login``
+    session, else none. The session's refresh token goes to the session's
+    server only; ``server`` defaults to it when neither ``--server`` nor
+    ``HAMN_SERVER`` names one. An expired session is an error rather than a
+    silent anonymous request: the user believes they are signed in.
+    """
+    explicit = _credentials(username, password)
+    session = load_session() if server is None or explicit is None else None
+    if server is None:
+        server = session.server if session is not None else DEFAULT_SERVER
+    if explicit is not None or session is None:
+        return server, explicit
+    if not same_server(server, session.server):
+        log.info(
+            "Not using the session of %s for %s: it is for another server.",
+            session.server,
+            normalize_server(server),
+        )
+        return server, None
+    if session.expired():
+        raise CLIError(expired_message(session))
+    log.info("Signed in to %s as %s (hamn auth login).", session.server, session.username)
+    return server, session.credentials()
 
 
 def _credentials(username: str | None, password: str | None) -> Credentials | None:

@@ -30,7 +30,6 @@ import base64
 import hashlib
 import logging
 import os
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -119,6 +118,14 @@ class IssuedToken:
     issued_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A credential check that passed, and until when it counts (a token password's expiry)."""
+
+    identity: Identity
+    until: datetime | None = None
+
+
 class _VersionedCache:
     """A bounded LRU map that forgets everything when the authorisation version moves."""
 
@@ -165,7 +172,7 @@ class AuthService:
         self._clock = clock
         self._cache = _VersionedCache()
         self._keyring: tokens.KeyRing | None = None
-        self._keyring_loaded = 0.0
+        self._keyring_loaded: datetime | None = None
         self._keyring_lock = asyncio.Lock()
 
     # -- set-up --------------------------------------------------------------------------
@@ -217,19 +224,22 @@ class AuthService:
         return max(self.refresh_lifetime, self.access_lifetime) + tokens.LEEWAY
 
     async def keyring(self, *, refresh: bool = False) -> tokens.KeyRing:
-        """The signing keys, re-read every minute (or now, for an unknown ``kid``)."""
-        fresh = time.monotonic() - self._keyring_loaded < KEYRING_REFRESH_SECONDS
-        if self._keyring is not None and fresh and not refresh:
+        """The signing keys, re-read every minute, or at once with ``refresh`` (an unknown
+        ``kid``: another process made a key), at most once a second."""
+        now = self._clock()
+        age = (now - self._keyring_loaded).total_seconds() if self._keyring_loaded else None
+        limit = 1.0 if refresh else KEYRING_REFRESH_SECONDS
+        if self._keyring is not None and age is not None and age < limit:
             return self._keyring
         async with self._keyring_lock:
-            if self._keyring is not None and time.monotonic() - self._keyring_loaded < 1.0:
-                return self._keyring
-            now = self._clock()
             if not await self.identities.active_signing_keys(now):
                 await self.ensure_signing_key()
             records = await self.identities.verifiable_signing_keys(now)
-            signing = [r for r in records if r.signs_until > now]
-            current = max(signing, key=lambda r: r.created_at)
+            current = max((r for r in records if r.signs_until > now), key=lambda r: r.created_at)
+            if current.signs_until - now <= ROTATE_BEFORE:
+                await self.ensure_signing_key()
+                records = await self.identities.verifiable_signing_keys(now)
+                current = max(records, key=lambda r: r.created_at)
             pem = auth_secrets.unseal(current.private_key, self.server_key, current.kid.encode())
             previous = tuple(
                 tokens.VerificationKey.from_pem(r.public_key, r.verifies_until)
@@ -237,10 +247,7 @@ class AuthService:
                 if r.kid != current.kid
             )
             self._keyring = tokens.KeyRing(tokens.SigningKey.from_pem(pem), previous)
-            self._keyring_loaded = time.monotonic()
-            if current.signs_until - now <= ROTATE_BEFORE:
-                await self.ensure_signing_key()
-                self._keyring_loaded = 0.0
+            self._keyring_loaded = now
             return self._keyring
 
     # -- identities ----------------------------------------------------------------------
@@ -264,49 +271,43 @@ class AuthService:
             return await self._refresh_identity(password, version)
         key = ("basic", hashlib.sha256(f"{username}\0{password}".encode()).digest())
         cached = self._cache.get(version, key)
-        if isinstance(cached, Identity):
-            return cached
-        identity = await self._check_password(username, password)
+        if isinstance(cached, _Verified) and (cached.until is None or self._clock() < cached.until):
+            return cached.identity
+        checked = await self._check_password(username, password)
+        if checked is None:
+            return None
+        identity = await self._complete(checked.identity)
         if identity is not None:
-            identity = await self._complete(identity)
-            if identity is not None:
-                self._cache.put(version, key, identity)
+            self._cache.put(version, key, _Verified(identity, checked.until))
         return identity
 
-    async def _check_password(self, username: str, password: str) -> Identity | None:
-        candidates: list[tuple[str, Identity]] = []
+    async def _check_password(self, username: str, password: str) -> _Verified | None:
+        candidates: list[tuple[str, _Verified]] = []
         principal = await self.identities.get_principal_by_name(username)
         if principal is not None and principal.secret_hash and not principal.disabled:
-            candidates.append((principal.secret_hash, self._principal_identity(principal)))
+            who = _Verified(self._principal_identity(principal))
+            candidates.append((principal.secret_hash, who))
         admin = await self.identities.get_admin_credentials(username)
         if admin is not None and admin.enabled:
-            who = Identity(
-                IdentityKind.ADMIN,
-                f"admin:{admin.registry.lower()}",
-                admin.registry,
-                registry=admin.registry,
+            subject = f"admin:{admin.registry.lower()}"
+            who = _Verified(
+                Identity(IdentityKind.ADMIN, subject, admin.registry, registry=admin.registry)
             )
-            for digest in (admin.password_hash, admin.password2_hash):
-                if digest:
-                    candidates.append((digest, who))
+            candidates += [(d, who) for d in (admin.password_hash, admin.password2_hash) if d]
         now = self._clock()
         for token in await self.identities.tokens_named(username):
             if token.status != "enabled":
                 continue
+            who_token = Identity(IdentityKind.TOKEN, f"token:{token.id}", token.name)
             for pw in token.passwords:
                 if pw.expiry is None or pw.expiry > now:
-                    candidates.append(
-                        (
-                            pw.secret_hash,
-                            Identity(IdentityKind.TOKEN, f"token:{token.id}", token.name),
-                        )
-                    )
+                    candidates.append((pw.secret_hash, _Verified(who_token, pw.expiry)))
         if not candidates:
             await asyncio.to_thread(auth_secrets.verify_unknown, password)
             return None
-        for digest, identity in candidates:
+        for digest, verified in candidates:
             if await asyncio.to_thread(auth_secrets.verify_secret, digest, password):
-                return identity
+                return verified
         return None
 
     @staticmethod
@@ -371,8 +372,9 @@ class AuthService:
             return identity
         if identity.kind is IdentityKind.PRINCIPAL:
             principal = await self.identities.get_principal(identity.subject)
-            limit = secret_unchanged_since + tokens.LEEWAY
-            if principal is None or principal.updated_at > limit:
+            # Token times are whole seconds; a change in the second of issue still counts.
+            limit = secret_unchanged_since + timedelta(seconds=1)
+            if principal is None or principal.updated_at >= limit:
                 return None
         return identity
 
@@ -465,7 +467,9 @@ class AuthService:
         identity: Identity, registry: RegistryInfo, repository: str | None
     ) -> frozenset[Action]:
         """What ``identity`` holds on ``repository`` (None: the registry) in ``registry``."""
-        held = anonymous_actions(registry.anonymous_pull_enabled and registry.sku != "Basic")
+        anonymous_pull = registry.anonymous_pull_enabled and registry.sku != "Basic"
+        # Anonymous pull is pull of repositories only: never the catalog.
+        held = anonymous_actions(anonymous_pull and repository is not None)
         match identity.kind:
             case IdentityKind.PRINCIPAL:
                 return held | granted_actions(identity.assignments, registry.name, repository)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from hamn.cli.commands.auth import auth
 from hamn.cli.commands.manifest import manifest
 from hamn.cli.commands.repository import repository
 
@@ -12,3 +13,4 @@ def register(cli: click.Group) -> None:
     """Add every command group to the ``hamn`` group."""
     cli.add_command(repository)
     cli.add_command(manifest)
+    cli.add_command(auth)
