@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from auth_support import FakeServer, isolate_home, use_fake_server
 
 
 @pytest.fixture
@@ -25,3 +27,17 @@ def debug_log() -> Iterator[list[str]]:
     yield lines
     logger.removeHandler(handler)
     logger.setLevel(old)
+
+
+@pytest.fixture
+def isolated_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """HOME, the XDG dirs and docker's and podman's settings in a temp dir (auth_support)."""
+    return isolate_home(monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def fake_server(monkeypatch: pytest.MonkeyPatch, isolated_home: Path) -> FakeServer:
+    """A fake hamn server behind every client the CLI makes (auth_support.FakeServer)."""
+    fake = FakeServer()
+    use_fake_server(monkeypatch, fake)
+    return fake

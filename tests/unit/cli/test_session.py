@@ -1,6 +1,6 @@
 """The CLI session (hamn.cli.session) and ``hamn auth login|logout|show``, over a
 mock transport: the exact exchange request, the file and its mode, and which
-credentials every other command then sends, to which server."""
+credentials every other command then sends, to which fake_server."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from auth_support import NULL_GUID, FakeServer, basic, isolate_home, jwt, use_fake_server
+from auth_support import NULL_GUID, FakeServer, basic, jwt
 from click.testing import CliRunner
 
 from hamn.cli.client import Credentials, RegistryClient
@@ -33,24 +33,12 @@ from hamn.cli.session import (
 SERVER = "http://hamn.test:5000"
 
 
-@pytest.fixture
-def home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    return isolate_home(monkeypatch, tmp_path)
-
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch, home: Path) -> FakeServer:
-    fake = FakeServer()
-    use_fake_server(monkeypatch, fake)
-    return fake
-
-
 def hamn(*args: str, input: str | None = None) -> Any:
     return CliRunner().invoke(cli, list(args), prog_name="hamn", input=input)
 
 
-def login(server: str = SERVER) -> Any:
-    result = hamn("auth", "login", "--server", server, "-u", "alice", "-p", "wonderland")
+def login(fake_server: str = SERVER) -> Any:
+    result = hamn("auth", "login", "--server", fake_server, "-u", "alice", "-p", "wonderland")
     assert result.exit_code == 0, result.output
     return result
 
@@ -106,15 +94,15 @@ def test_service_is_the_host_header_of_the_server() -> None:
     assert not same_server("http://a.test:1", "http://a.test:2")
 
 
-def test_session_path_follows_xdg(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert session_path() == home / ".config/hamn/session.json"
+def test_session_path_follows_xdg(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert session_path() == isolated_home / ".config/hamn/session.json"
     monkeypatch.delenv("XDG_CONFIG_HOME")
-    assert session_path() == home / ".config/hamn/session.json"
+    assert session_path() == isolated_home / ".config/hamn/session.json"
     monkeypatch.setenv("XDG_CONFIG_HOME", "relative/ignored")
-    assert session_path() == home / ".config/hamn/session.json"
+    assert session_path() == isolated_home / ".config/hamn/session.json"
 
 
-def test_session_round_trip_and_damaged_file(home: Path) -> None:
+def test_session_round_trip_and_damaged_file(isolated_home: Path) -> None:
     session = Session.from_token(SERVER, "alice", jwt(datetime(2030, 1, 1, tzinfo=UTC)))
     path = save_session(session)
     assert json.loads(path.read_text()) == {
@@ -133,24 +121,24 @@ def test_session_round_trip_and_damaged_file(home: Path) -> None:
 
 
 def test_auth_login_exchanges_the_password_and_keeps_the_token(
-    server: FakeServer, home: Path
+    fake_server: FakeServer, isolated_home: Path
 ) -> None:
     result = login()
-    assert len(server.requests) == 1
-    request = server.requests[0]
+    assert len(fake_server.requests) == 1
+    request = fake_server.requests[0]
     assert (request.method, str(request.url)) == ("POST", f"{SERVER}/oauth2/exchange")
     assert request.headers["content-type"] == "application/x-www-form-urlencoded"
     assert "authorization" not in request.headers
-    assert server.form() == {
+    assert fake_server.form() == {
         "grant_type": "password",
         "username": "alice",
         "password": "wonderland",
         "service": "hamn.test:5000",
     }
-    path = home / ".config/hamn/session.json"
+    path = isolated_home / ".config/hamn/session.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     saved = json.loads(path.read_text())
-    assert saved["refreshToken"] == server.issued[0]
+    assert saved["refreshToken"] == fake_server.issued[0]
     assert saved["server"] == SERVER and saved["username"] == "alice"
     shown = json.loads(result.stdout)
     assert shown == {k: saved[k] for k in ("server", "username", "expiresOn")}
@@ -158,13 +146,13 @@ def test_auth_login_exchanges_the_password_and_keeps_the_token(
 
 
 def test_auth_login_reads_the_environment_and_prompts_for_nothing_without_a_tty(
-    server: FakeServer, monkeypatch: pytest.MonkeyPatch
+    fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HAMN_SERVER", SERVER)
     monkeypatch.setenv("HAMN_USERNAME", "alice")
     monkeypatch.setenv("HAMN_PASSWORD", "wonderland")
     assert hamn("auth", "login").exit_code == 0
-    assert server.form()["username"] == "alice"
+    assert fake_server.form()["username"] == "alice"
     monkeypatch.delenv("HAMN_PASSWORD")
     result = hamn("auth", "login")
     assert result.exit_code == 2
@@ -172,30 +160,30 @@ def test_auth_login_reads_the_environment_and_prompts_for_nothing_without_a_tty(
 
 
 def test_auth_login_prompts_for_the_password_on_a_terminal(
-    server: FakeServer, monkeypatch: pytest.MonkeyPatch
+    fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sys.modules["hamn.cli.commands.auth"], "interactive", lambda: True)
     monkeypatch.setattr("click.prompt", lambda *a, **k: "wonderland")
     result = hamn("auth", "login", "--server", SERVER, "-u", "alice")
     assert result.exit_code == 0, result.output
-    assert server.form()["password"] == "wonderland"
+    assert fake_server.form()["password"] == "wonderland"
 
 
 def test_auth_login_with_a_bad_password_says_so_and_keeps_nothing(
-    server: FakeServer, home: Path
+    fake_server: FakeServer, isolated_home: Path
 ) -> None:
     result = hamn("auth", "login", "--server", SERVER, "-u", "alice", "-p", "nope")
     assert result.exit_code == 1
     assert "refused the username or password" in result.stderr
-    assert not (home / ".config/hamn/session.json").exists()
+    assert not (isolated_home / ".config/hamn/session.json").exists()
 
 
-def test_auth_show_and_logout(server: FakeServer, home: Path) -> None:
+def test_auth_show_and_logout(fake_server: FakeServer, isolated_home: Path) -> None:
     assert hamn("auth", "show").exit_code == 1
     login()
     shown = json.loads(hamn("auth", "show").stdout)
     assert set(shown) == {"server", "username", "expiresOn"}
-    assert server.issued[0] not in hamn("auth", "show", "-o", "yaml").stdout
+    assert fake_server.issued[0] not in hamn("auth", "show", "-o", "yaml").stdout
     assert hamn("auth", "logout").exit_code == 0
     assert not session_path().exists()
     again = hamn("auth", "logout")
@@ -205,24 +193,26 @@ def test_auth_show_and_logout(server: FakeServer, home: Path) -> None:
 # ------------------------------------------------------------------ precedence
 
 
-def authorizations(server: FakeServer) -> list[str | None]:
-    return [r.headers.get("Authorization") for r in server.requests if r.url.path == "/v2/_catalog"]
+def authorizations(fake_server: FakeServer) -> list[str | None]:
+    return [
+        r.headers.get("Authorization") for r in fake_server.requests if r.url.path == "/v2/_catalog"
+    ]
 
 
-def test_commands_use_the_session_on_its_server_by_default(server: FakeServer) -> None:
+def test_commands_use_the_session_on_its_server_by_default(fake_server: FakeServer) -> None:
     login()
     result = hamn("repository", "list", "-n", "local")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == ["hello"]
-    catalog = next(r for r in server.requests if r.url.path == "/v2/_catalog")
+    catalog = next(r for r in fake_server.requests if r.url.path == "/v2/_catalog")
     assert str(catalog.url).startswith(f"{SERVER}/v2/_catalog")
-    assert {r.headers["Authorization"] for r in server.requests[1:]} == {
-        basic(NULL_GUID, server.issued[0])
+    assert {r.headers["Authorization"] for r in fake_server.requests[1:]} == {
+        basic(NULL_GUID, fake_server.issued[0])
     }
 
 
-def test_credentials_precedence(server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    server.users["bob"] = "builder"
+def test_credentials_precedence(fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_server.users["bob"] = "builder"
     login()
     args = ("repository", "list", "-n", "local", "--server", SERVER)
     monkeypatch.setenv("HAMN_USERNAME", "bob")
@@ -232,49 +222,49 @@ def test_credentials_precedence(server: FakeServer, monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("HAMN_USERNAME")
     monkeypatch.delenv("HAMN_PASSWORD")
     assert hamn(*args).exit_code == 0
-    assert authorizations(server) == [
+    assert authorizations(fake_server) == [
         basic("alice", "wonderland"),
         basic("bob", "builder"),
-        basic(NULL_GUID, server.issued[0]),
+        basic(NULL_GUID, fake_server.issued[0]),
     ]
 
 
-def test_the_session_never_goes_to_another_server(server: FakeServer) -> None:
+def test_the_session_never_goes_to_another_server(fake_server: FakeServer) -> None:
     login()
     result = hamn("repository", "list", "-n", "local", "--server", "http://other.test:5000")
     assert result.exit_code == 1
-    assert authorizations(server) == [None]
-    assert str(server.requests[-1].url).startswith("http://other.test:5000/")
+    assert authorizations(fake_server) == [None]
+    assert str(fake_server.requests[-1].url).startswith("http://other.test:5000/")
     assert "hamn auth login --server http://other.test:5000" in result.stderr
     assert "-u/--username and -p/--password" in result.stderr
 
 
 def test_hamn_server_overrides_the_sessions_server(
-    server: FakeServer, monkeypatch: pytest.MonkeyPatch
+    fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     login()
     monkeypatch.setenv("HAMN_SERVER", "http://other.test:5000")
     hamn("repository", "list", "-n", "local")
-    assert str(server.requests[-1].url).startswith("http://other.test:5000/")
-    assert authorizations(server) == [None]
+    assert str(fake_server.requests[-1].url).startswith("http://other.test:5000/")
+    assert authorizations(fake_server) == [None]
 
 
-def test_an_expired_session_says_to_sign_in_again(server: FakeServer) -> None:
-    server.lifetime = timedelta(seconds=-1)
+def test_an_expired_session_says_to_sign_in_again(fake_server: FakeServer) -> None:
+    fake_server.lifetime = timedelta(seconds=-1)
     login()
     result = hamn("repository", "list", "-n", "local")
     assert result.exit_code == 1
     assert "expired" in result.stderr
     assert f"hamn auth login --server {SERVER}" in result.stderr
-    assert authorizations(server) == []
+    assert authorizations(fake_server) == []
     # Explicit credentials still work while the session is stale.
     explicit = hamn("repository", "list", "-n", "local", "-u", "alice", "-p", "wonderland")
     assert explicit.exit_code == 0
 
 
-def test_a_refused_session_says_how_to_sign_in(server: FakeServer) -> None:
+def test_a_refused_session_says_how_to_sign_in(fake_server: FakeServer) -> None:
     login()
-    server.issued.clear()  # the server forgot the token (secret changed, user disabled)
+    fake_server.issued.clear()  # the server forgot the token (secret changed, user disabled)
     result = hamn("repository", "list", "-n", "local")
     assert result.exit_code == 1
     assert f"hamn auth login --server {SERVER}" in result.stderr
@@ -299,12 +289,12 @@ def test_debug_log_redacts_the_exchange(debug_log: list[str], credentials: Crede
     assert "REDACTED" in text
 
 
-def test_hamn_debug_never_prints_the_session_token(server: FakeServer) -> None:
+def test_hamn_debug_never_prints_the_session_token(fake_server: FakeServer) -> None:
     login()
     result = hamn("repository", "list", "-n", "local", "--debug")
     assert result.exit_code == 0
-    assert server.issued[0] not in result.output
-    assert server.issued[0] not in result.stderr
+    assert fake_server.issued[0] not in result.output
+    assert fake_server.issued[0] not in result.stderr
 
 
 def test_exchange_without_a_refresh_token_in_the_answer_fails_clearly() -> None:
