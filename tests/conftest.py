@@ -6,16 +6,24 @@ defaults, a fresh data directory, a free port) for tests that talk HTTP to a
 server the way clients do. Set ``HAMN_TEST_REGISTRY=host:port`` to aim those
 tests at a server that is already running instead (another deployment, or
 CNCF Distribution to check that a test itself is right).
+
+Every server runs with authentication on. :func:`start_hamn` makes its bootstrap
+owner (``HAMN_BOOTSTRAP_USERNAME`` / ``HAMN_BOOTSTRAP_PASSWORD``: a fixed user
+name, a random password per data directory), and the :class:`LiveRegistry`
+carries those credentials, so tests authenticate as a client would. For an
+external server they come from ``HAMN_TEST_USERNAME`` / ``HAMN_TEST_PASSWORD``
+(neither set: a server without authentication, e.g. Distribution).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +31,9 @@ import httpx
 import pytest
 
 TIERS = ("unit", "contract", "api", "conformance", "e2e")
+
+#: The bootstrap owner's name on every server the tests start.
+TEST_USERNAME = "hamn-test-owner"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -45,40 +56,88 @@ def free_port() -> int:
 
 @dataclass
 class LiveRegistry:
-    """A running registry: ``host`` is ``127.0.0.1:PORT``; ``url`` its http base URL."""
+    """A running registry: ``host`` is ``127.0.0.1:PORT``; ``url`` its http base URL;
+    ``username`` / ``password`` an identity that may do everything (the bootstrap
+    owner), both empty for an external server without authentication."""
 
     host: str
     data_dir: Path | None
     process: subprocess.Popen[bytes] | None
     log_path: Path | None
+    username: str = ""
+    password: str = ""
 
     @property
     def url(self) -> str:
         return f"http://{self.host}"
+
+    @property
+    def auth(self) -> httpx.BasicAuth | None:
+        """httpx's Basic auth with the registry's credentials (None when it has none)."""
+        return httpx.BasicAuth(self.username, self.password) if self.username else None
+
+    @property
+    def creds(self) -> str | None:
+        """``user:password``, as skopeo, buildah and podman take it in ``--creds``."""
+        return f"{self.username}:{self.password}" if self.username else None
 
     def log(self) -> str:
         """The server's output so far (for failure messages)."""
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
 
+def bootstrap_env(data_dir: Path) -> dict[str, str]:
+    """``HAMN_BOOTSTRAP_USERNAME`` / ``HAMN_BOOTSTRAP_PASSWORD`` for a server on ``data_dir``.
+
+    The password is random, made once per data directory and kept beside it, so
+    a server restarted on the same data (whose owner already exists) gets the
+    same one.
+    """
+    kept = data_dir.parent / f"{data_dir.name}-bootstrap-password"
+    if not kept.exists():
+        kept.write_text(secrets.token_urlsafe(24))
+        kept.chmod(0o600)
+    return {"HAMN_BOOTSTRAP_USERNAME": TEST_USERNAME, "HAMN_BOOTSTRAP_PASSWORD": kept.read_text()}
+
+
 def start_hamn(
     data_dir: Path, *extra: str, port: int | None = None, env: dict[str, str] | None = None
 ) -> LiveRegistry:
-    """Start ``hamn serve`` and wait until ``/v2/`` answers."""
+    """Start ``hamn serve`` with a bootstrap owner and wait until ``/v2/`` answers.
+
+    ``env`` may set its own ``HAMN_BOOTSTRAP_*``; the registry's credentials follow it.
+    """
     port = port or free_port()
     log_path = data_dir.parent / f"{data_dir.name}-server.log"
     log = open(log_path, "ab")  # noqa: SIM115 - the process keeps it
+    server_env = {**os.environ, **bootstrap_env(data_dir), **(env or {})}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hamn", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--data-dir", str(data_dir), *extra],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        [
+            sys.executable,
+            "-m",
+            "hamn",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            *extra,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=server_env,
     )
-    reg = LiveRegistry(f"127.0.0.1:{port}", data_dir, proc, log_path)
+    reg = LiveRegistry(
+        f"127.0.0.1:{port}", data_dir, proc, log_path,
+        server_env["HAMN_BOOTSTRAP_USERNAME"], server_env["HAMN_BOOTSTRAP_PASSWORD"],
+    )  # fmt: skip
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"hamn serve exited with {proc.returncode}:\n{reg.log()}")
-        try:
+        try:  # anonymous: 401 once authentication is on, 200 before
             if httpx.get(f"{reg.url}/v2/", timeout=1).status_code in (200, 401):
                 return reg
         except httpx.TransportError:
@@ -105,10 +164,29 @@ def live_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRegi
     """One live registry shared by a test session (per xdist worker)."""
     external = os.environ.get("HAMN_TEST_REGISTRY")
     if external:
-        yield LiveRegistry(external, None, None, None)
+        yield LiveRegistry(
+            external, None, None, None,
+            os.environ.get("HAMN_TEST_USERNAME", ""), os.environ.get("HAMN_TEST_PASSWORD", ""),
+        )  # fmt: skip
         return
     reg = start_hamn(tmp_path_factory.mktemp("hamn") / "data")
     try:
         yield reg
     finally:
+        stop_hamn(reg)
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., LiveRegistry]]:
+    """``start_server(*serve_args, env=...)`` starts a private ``hamn serve`` on
+    ``tmp_path/data`` (see :func:`start_hamn`); every one started is stopped afterwards."""
+    started: list[LiveRegistry] = []
+
+    def start(*extra: str, env: dict[str, str] | None = None) -> LiveRegistry:
+        reg = start_hamn(tmp_path / "data", *extra, env=env)
+        started.append(reg)
+        return reg
+
+    yield start
+    for reg in started:
         stop_hamn(reg)

@@ -4,10 +4,15 @@ sockets for misbehaving clients, and checks of a registry's visible state.
 Fixtures live in conftest.py, which imports these; tests import them as
 ``from api_support import ...``. Everything here speaks the OCI Distribution
 Spec to a live server through httpx (or a bare socket), never hamn's code.
+
+Every request carries the server's credentials (``reg.auth``, the bootstrap
+owner: see tests/conftest.py); a test about anonymous access says so and
+passes ``anonymous=True`` or builds its own client without ``auth``.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -37,6 +42,23 @@ DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyj
 ALL_MANIFESTS = ", ".join((OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST))
 
 EMPTY_JSON = b"{}"
+
+
+# ------------------------------------------------------------------ credentials
+
+
+def connect(reg: Any, *, timeout: float = 30) -> httpx.Client:
+    """A new httpx client on ``reg`` (a LiveRegistry) that authenticates as its owner."""
+    return httpx.Client(base_url=reg.url, auth=reg.auth, timeout=timeout)
+
+
+def authorization_line(reg: Any) -> str:
+    """The ``Authorization: Basic ...`` header line (with CRLF) for a hand-made request
+    to ``reg``; empty for a server without credentials."""
+    if not reg.username:
+        return ""
+    token = base64.b64encode(f"{reg.username}:{reg.password}".encode()).decode()
+    return f"Authorization: Basic {token}\r\n"
 
 
 # ----------------------------------------------------------------------- naming
@@ -334,14 +356,22 @@ def push_artifact(
 # ----------------------------------------------------------------- raw sockets
 
 
-def raw_request(host: str, head: str, body: bytes = b"", *, timeout: float = 10) -> bytes:
-    """Send ``head`` (request line and headers, no blank line) and ``body``; read the reply.
+def raw_request(
+    reg: Any, head: str, body: bytes = b"", *, timeout: float = 10, anonymous: bool = False
+) -> bytes:
+    """Send ``head`` (request line and headers, no blank line) and ``body`` to ``reg``
+    with its credentials (none if ``anonymous``); read the reply.
 
     The connection is closed by asking for it, so the whole reply is read.
     """
-    host_name, port = host.rsplit(":", 1)
+    host_name, port = reg.host.rsplit(":", 1)
+    auth = "" if anonymous else authorization_line(reg)
     with socket.create_connection((host_name, int(port)), timeout=timeout) as s:
-        s.sendall(head.encode() + f"\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode() + body)
+        s.sendall(
+            head.encode()
+            + f"\r\nHost: {reg.host}\r\n{auth}Connection: close\r\n\r\n".encode()
+            + body
+        )
         return _read_all(s)
 
 
@@ -359,14 +389,15 @@ def _read_all(s: socket.socket) -> bytes:
 
 
 def send_truncated(
-    host: str, method: str, path: str, announced: int, sent: bytes, *, pause: float = 0.2
+    reg: Any, method: str, path: str, announced: int, sent: bytes, *, pause: float = 0.2
 ) -> None:
-    """A client that announces ``announced`` bytes, sends ``sent`` (fewer), then closes."""
+    """A client of ``reg`` (with its credentials) that announces ``announced`` bytes,
+    sends ``sent`` (fewer), then closes."""
     assert len(sent) < announced
-    host_name, port = host.rsplit(":", 1)
+    host_name, port = reg.host.rsplit(":", 1)
     with socket.create_connection((host_name, int(port)), timeout=10) as s:
         s.sendall(
-            f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n"
+            f"{method} {path} HTTP/1.1\r\nHost: {reg.host}\r\n{authorization_line(reg)}"
             "Content-Type: application/octet-stream\r\n"
             f"Content-Length: {announced}\r\n\r\n".encode()
         )

@@ -2,7 +2,9 @@
 ``hamn serve`` (``live_registry`` in tests/conftest.py). Plain helpers live in
 api_support.py.
 
-* ``client`` is an httpx client on the shared live registry; ``repo`` a
+* ``client`` is an httpx client on the shared live registry, authenticated as
+  its owner (Basic, as every request of this tier is unless a test is about
+  anonymous access and says so); ``repo`` a
   repository name no other test uses, so tests run in any order and in
   parallel (pytest-xdist gives each worker its own server).
 * Every test on the shared server also checks that the server logged no
@@ -19,13 +21,14 @@ from typing import Any
 
 import httpx
 import pytest
-from api_support import kill9, unique_repo
+from api_support import connect, kill9, unique_repo
 
 #: tests/conftest.py. Every conftest is imported as a module named "conftest", so its
 #: helpers (start_hamn) are reached through pytest's plugin registry, not an import.
 _ROOT_CONFTEST = Path(__file__).resolve().parent.parent / "conftest.py"
 
-LiveRegistry = Any  # tests/conftest.py's LiveRegistry: host, url, data_dir, process, log()
+#: tests/conftest.py's LiveRegistry: host, url, data_dir, process, log(), username, password, auth
+LiveRegistry = Any
 
 
 def root_conftest(config: pytest.Config) -> Any:
@@ -35,14 +38,20 @@ def root_conftest(config: pytest.Config) -> Any:
     return module
 
 
+@pytest.fixture(scope="session")
+def hamn_conftest(pytestconfig: pytest.Config) -> Any:
+    """tests/conftest.py as a module, for tests that start servers their own way."""
+    return root_conftest(pytestconfig)
+
+
 #: Lines hamn (or granian) writes when a request failed inside the server.
 _SERVER_FAULTS = ("request failed", "Traceback", "panicked")
 
 
 @pytest.fixture
 def client(live_registry: LiveRegistry) -> Iterator[httpx.Client]:
-    """An HTTP client on the shared live registry."""
-    with httpx.Client(base_url=live_registry.url, timeout=30) as c:
+    """An HTTP client on the shared live registry, authenticated as its owner."""
+    with connect(live_registry) as c:
         yield c
 
 

@@ -31,6 +31,7 @@ from api_support import (
     Image,
     all_tags,
     catalog,
+    connect,
     descriptor,
     digest_of,
     encode,
@@ -266,7 +267,7 @@ def test_tags_list_shape_and_default_order(client: httpx.Client, repo: str) -> N
 @pytest.fixture(scope="module")
 def many_tags(live_registry: Any) -> tuple[str, list[str]]:
     """A repository with 250 tags pushed in an order unrelated to their names."""
-    with httpx.Client(base_url=live_registry.url, timeout=30) as c:
+    with connect(live_registry) as c:
         repo = unique_repo("many")
         _, names = push_tags(c, repo, 250)
     return repo, names
@@ -387,14 +388,14 @@ def test_time_paging_survives_a_repush_and_a_delete_between_pages(
 def test_time_order_ties_break_on_name(own_server: Server, stop_server: Any) -> None:
     """Tags sharing one timestamp page stably: by name, descending in timedesc."""
     reg = own_server()
-    with httpx.Client(base_url=reg.url, timeout=30) as c:
+    with connect(reg) as c:
         repo = unique_repo()
         _, names = push_tags(c, repo, 23)
     stop_server(reg)
     with sqlite3.connect(reg.data_dir / "metadata.db") as db:
         db.execute("UPDATE tags SET updated_at = (SELECT min(updated_at) FROM tags)")
     reg = own_server()
-    with httpx.Client(base_url=reg.url, timeout=30) as c:
+    with connect(reg) as c:
         for orderby, expected in (("timeasc", sorted(names)), ("timedesc", sorted(names)[::-1])):
             tags, pages = walk(c, f"/acr/v1/{repo}/_tags?n=4&orderby={orderby}", "tags")
             assert [t["name"] for t in tags] == expected

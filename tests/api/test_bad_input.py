@@ -342,7 +342,7 @@ def test_bad_repository_name(live_registry: Any, name: str) -> None:
         ("HEAD", f"/v2/{name}/blobs/{digest_of(b'x')}"),
         ("POST", f"/v2/{name}/blobs/uploads/"),
     ]:
-        reply = raw_request(live_registry.host, f"{method} {path} HTTP/1.1\r\nContent-Length: 0")
+        reply = raw_request(live_registry, f"{method} {path} HTTP/1.1\r\nContent-Length: 0")
         status = status_line(reply)
         assert status in (400, 404), (method, path, reply[:300])
         if method != "HEAD" and status == 400:
@@ -529,7 +529,7 @@ def test_unknown_endpoint(client: httpx.Client, repo: str) -> None:
 
 def test_non_numeric_content_length(live_registry: Any, repo: str) -> None:
     reply = raw_request(
-        live_registry.host, f"PATCH /v2/{repo}/blobs/uploads/x HTTP/1.1\r\nContent-Length: abc"
+        live_registry, f"PATCH /v2/{repo}/blobs/uploads/x HTTP/1.1\r\nContent-Length: abc"
     )
     assert status_line(reply) == 400
 

@@ -105,22 +105,22 @@ def test_chunked_push_with_a_new_connection_per_chunk(
     loc = start_upload(client, repo)
     for start in range(0, len(data), 250_000):
         chunk = data[start : start + 250_000]
-        with httpx.Client(base_url=str(client.base_url), timeout=30) as fresh:
+        with httpx.Client(base_url=client.base_url, auth=client.auth, timeout=30) as fresh:
             r = fresh.patch(
                 loc, content=chunk, headers={"Content-Range": f"{start}-{start + len(chunk) - 1}"}
             )
         expect_status(r, 202)
         loc = location(r)
     wrong = digest_of(data + b"x", algorithm)
-    with httpx.Client(base_url=str(client.base_url), timeout=30) as fresh:
+    with httpx.Client(base_url=client.base_url, auth=client.auth, timeout=30) as fresh:
         expect_error(fresh.put(with_query(loc, digest=wrong)), 400, "DIGEST_INVALID")
     data2 = random_bytes(1_000_000)
     loc = start_upload(client, repo)
     for start in range(0, len(data2), 100_000):
-        with httpx.Client(base_url=str(client.base_url), timeout=30) as fresh:
+        with httpx.Client(base_url=client.base_url, auth=client.auth, timeout=30) as fresh:
             r = fresh.patch(loc, content=data2[start : start + 100_000])
         loc = location(expect_status(r, 202))
-    with httpx.Client(base_url=str(client.base_url), timeout=30) as fresh:
+    with httpx.Client(base_url=client.base_url, auth=client.auth, timeout=30) as fresh:
         r = fresh.put(with_query(loc, digest=digest_of(data2, algorithm)))
     expect_status(r, 201)
     assert get_blob(client, repo, digest_of(data2, algorithm)) == data2

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from api_support import (
     OCI_MANIFEST,
+    authorization_line,
     digest_of,
     encode,
     expect_error,
@@ -67,7 +68,7 @@ def test_truncated_patch_leaves_the_upload_where_it_was(
     expect_status(
         client.patch(loc, content=data[:MIB], headers={"Content-Range": f"0-{MIB - 1}"}), 202
     )
-    send_truncated(live_registry.host, "PATCH", loc, 2 * MIB, data[MIB : MIB + 700_000])
+    send_truncated(live_registry, "PATCH", loc, 2 * MIB, data[MIB : MIB + 700_000])
     # The failed chunk is rolled back: the upload is where it was acknowledged.
     r = _settled_status(client, loc)
     assert r.headers["Range"] == f"0-{MIB - 1}"
@@ -85,7 +86,7 @@ def test_truncated_small_patch(
     data = random_bytes(1000 + announced)
     loc = start_upload(client, repo)
     expect_status(client.patch(loc, content=data[:1000], headers={"Content-Range": "0-999"}), 202)
-    send_truncated(live_registry.host, "PATCH", loc, announced, data[1000 : 1000 + sent])
+    send_truncated(live_registry, "PATCH", loc, announced, data[1000 : 1000 + sent])
     r = _settled_status(client, loc)
     assert r.headers["Range"] == "0-999"
     assert _upload_file_size(live_registry, loc) in (1000, None)
@@ -101,7 +102,7 @@ def test_truncated_patch_without_content_range(
 ) -> None:
     data = random_bytes(2 * MIB)
     loc = start_upload(client, repo)
-    send_truncated(live_registry.host, "PATCH", loc, len(data), data[: MIB + 5])
+    send_truncated(live_registry, "PATCH", loc, len(data), data[: MIB + 5])
     r = _settled_status(client, loc)
     assert r.headers["Range"] == "0-0"
     expect_status(client.put(with_query(loc, digest=digest_of(data)), content=data), 201)
@@ -114,7 +115,7 @@ def test_truncated_monolithic_put_publishes_nothing(
     data = random_bytes(2 * MIB)
     loc = start_upload(client, repo)
     send_truncated(
-        live_registry.host, "PUT", with_query(loc, digest=digest_of(data)), len(data), data[:MIB]
+        live_registry, "PUT", with_query(loc, digest=digest_of(data)), len(data), data[:MIB]
     )
     r = _settled_status(client, loc)
     assert r.headers["Range"] == "0-0"
@@ -131,7 +132,7 @@ def test_truncated_single_post_publishes_nothing(
     data = random_bytes(2 * MIB)
     before = set(_upload_files(live_registry))
     send_truncated(
-        live_registry.host,
+        live_registry,
         "POST",
         f"/v2/{repo}/blobs/uploads/?digest={digest_of(data)}",
         len(data),
@@ -154,14 +155,14 @@ def test_truncated_manifest_put_stores_nothing(
     other = push_image(client, repo, None)
     # The tag must keep pointing at v1's manifest: a half-sent one changes nothing.
     send_truncated(
-        live_registry.host,
+        live_registry,
         "PUT",
         f"/v2/{repo}/manifests/v1",
         len(other.manifest),
         other.manifest[: len(other.manifest) // 2],
     )
     send_truncated(
-        live_registry.host,
+        live_registry,
         "PUT",
         f"/v2/{repo}/manifests/v2",
         len(other.manifest),
@@ -188,6 +189,7 @@ def test_truncated_chunk_in_completing_put(
     with socket.create_connection((host, int(port)), timeout=10) as s:
         s.sendall(
             f"PUT {with_query(loc, digest=digest_of(data))} HTTP/1.1\r\nHost: {host}\r\n"
+            f"{authorization_line(live_registry)}"
             f"Content-Range: {MIB}-{2 * MIB - 1}\r\nContent-Length: {MIB}\r\n\r\n".encode()
         )
         s.sendall(data[MIB : MIB + 1000])
@@ -236,7 +238,8 @@ def test_stalled_client_does_not_block_others(
     host, port = live_registry.host.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=10) as s:
         s.sendall(
-            f"PATCH {loc} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+            f"PATCH {loc} HTTP/1.1\r\nHost: {host}\r\n{authorization_line(live_registry)}"
+            f"Content-Length: {len(data)}\r\n\r\n".encode()
             + data[:1000]
         )
         time.sleep(0.2)
@@ -265,6 +268,7 @@ def test_declared_oversized_manifest_is_refused_before_its_body(
     with socket.create_connection((host, int(port)), timeout=5) as s:
         s.sendall(
             f"PUT /v2/{repo}/manifests/big HTTP/1.1\r\nHost: {host}\r\n"
+            f"{authorization_line(live_registry)}"
             f"Content-Type: {OCI_MANIFEST}\r\nContent-Length: {64 * MIB}\r\n\r\n".encode()
         )
         reply = s.recv(65536)
@@ -317,13 +321,15 @@ def test_pipelined_request_after_refused_body_is_not_misread(
 ) -> None:
     """Bytes of a refused body are never parsed as a request of their own."""
     img = push_image(client, repo, "v1")
-    smuggled = f"DELETE /v2/{repo}/manifests/v1 HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    # The smuggled request carries credentials too: were it run, it could delete.
+    auth = authorization_line(live_registry)
+    smuggled = f"DELETE /v2/{repo}/manifests/v1 HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode()
     pad = b" " * (4 * MIB + 10)
     body = pad + smuggled
     host, port = live_registry.host.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=5) as s:
         s.sendall(
-            f"PUT /v2/{repo}/manifests/big HTTP/1.1\r\nHost: {host}\r\n"
+            f"PUT /v2/{repo}/manifests/big HTTP/1.1\r\nHost: {host}\r\n{auth}"
             f"Content-Type: {OCI_MANIFEST}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
         )
         # The server may close the connection once it has refused the body.
@@ -345,7 +351,7 @@ def test_pipelined_request_after_refused_body_is_not_misread(
 
 
 def test_garbage_request_line(live_registry: Any, client: httpx.Client) -> None:
-    reply = raw_request(live_registry.host, "BLAH /v2/ HTTP/9.9")
+    reply = raw_request(live_registry, "BLAH /v2/ HTTP/9.9")
     assert 400 <= status_line(reply) < 500 or status_line(reply) == 505
     _server_still_answers(client)
 
@@ -357,7 +363,7 @@ def test_many_aborted_uploads_leave_the_server_healthy(
     threads = [
         threading.Thread(
             target=send_truncated,
-            args=(live_registry.host, "PATCH", loc, 2 * MIB, random_bytes(300_000)),
+            args=(live_registry, "PATCH", loc, 2 * MIB, random_bytes(300_000)),
         )
         for loc in locs
     ]
@@ -381,6 +387,6 @@ def test_many_aborted_uploads_leave_the_server_healthy(
 
 
 def test_raw_bad_name_reply_is_json(live_registry: Any) -> None:
-    reply = raw_request(live_registry.host, "GET /v2/%2e%2e/%2e%2e/tags/list HTTP/1.1")
+    reply = raw_request(live_registry, "GET /v2/%2e%2e/%2e%2e/tags/list HTTP/1.1")
     assert status_line(reply) == 400
     assert b'"NAME_INVALID"' in reply_body(reply)

@@ -12,6 +12,7 @@ from api_support import (
     OCI_MANIFEST,
     all_tags,
     check_repository_consistent,
+    connect,
     digest_of,
     encode,
     expect_status,
@@ -34,11 +35,11 @@ MIB = 1024 * 1024
 T = TypeVar("T")
 
 
-def in_parallel(url: str, n: int, fn: Callable[[httpx.Client, int], T]) -> list[T]:
+def in_parallel(reg: Any, n: int, fn: Callable[[httpx.Client, int], T]) -> list[T]:
     """Run ``fn(client, i)`` for i in range(n) at once, each on its own connection."""
 
     def one(i: int) -> T:
-        with httpx.Client(base_url=url, timeout=60) as client:
+        with connect(reg, timeout=60) as client:
             return fn(client, i)
 
     with ThreadPoolExecutor(max_workers=n) as pool:
@@ -47,7 +48,7 @@ def in_parallel(url: str, n: int, fn: Callable[[httpx.Client, int], T]) -> list[
 
 def test_same_blob_monolithic(live_registry: Any, client: httpx.Client, repo: str) -> None:
     data = random_bytes(2 * MIB)
-    digests = in_parallel(live_registry.url, THREADS, lambda c, _: push_blob(c, repo, data))
+    digests = in_parallel(live_registry, THREADS, lambda c, _: push_blob(c, repo, data))
     assert set(digests) == {digest_of(data)}
     assert get_blob(client, repo, digest_of(data)) == data
 
@@ -55,7 +56,7 @@ def test_same_blob_monolithic(live_registry: Any, client: httpx.Client, repo: st
 def test_same_blob_chunked(live_registry: Any, client: httpx.Client, repo: str) -> None:
     data = random_bytes(3 * MIB + 17)
     digests = in_parallel(
-        live_registry.url,
+        live_registry,
         THREADS,
         lambda c, i: push_blob_chunked(c, repo, data, 256 * 1024 + i * 1000),
     )
@@ -77,7 +78,7 @@ def test_same_blob_every_way_into_many_repositories(
         )[i % 3]
         return way(c, repos[i], data)
 
-    assert set(in_parallel(live_registry.url, THREADS, push)) == {digest_of(data)}
+    assert set(in_parallel(live_registry, THREADS, push)) == {digest_of(data)}
     for name in repos:
         assert get_blob(client, name, digest_of(data)) == data
 
@@ -97,7 +98,7 @@ def test_same_blob_push_and_mount_race(live_registry: Any, client: httpx.Client)
         push_blob(c, target, data)
         return 201
 
-    assert set(in_parallel(live_registry.url, THREADS, act)) == {201}
+    assert set(in_parallel(live_registry, THREADS, act)) == {201}
     assert get_blob(client, target, digest_of(data)) == data
 
 
@@ -120,7 +121,7 @@ def test_same_tag_from_many_clients(live_registry: Any, client: httpx.Client, re
             expect_status(r, 201)
         return str(r.headers["Docker-Content-Digest"])
 
-    digests = in_parallel(live_registry.url, THREADS, push)
+    digests = in_parallel(live_registry, THREADS, push)
     assert digests == [digest_of(b) for b in bodies]
     assert all_tags(client, repo) == ["latest"]
     r = expect_status(client.get(f"/v2/{repo}/manifests/latest"), 200)
@@ -153,7 +154,7 @@ def test_same_manifest_many_tags_and_deletes(
             if i % 2:
                 expect_status(c.delete(f"/v2/{repo}/manifests/{tag}"), 202)
 
-    in_parallel(live_registry.url, THREADS, act)
+    in_parallel(live_registry, THREADS, act)
     assert sorted(all_tags(client, repo)) == sorted(
         ["base", *(f"t{i}" for i in range(THREADS) if i % 2 == 0)]
     )
@@ -175,7 +176,7 @@ def test_concurrent_chunks_on_one_upload(
             assert code in ("BLOB_UPLOAD_BUSY", "BLOB_UPLOAD_INVALID_RANGE"), r.text
         return r.status_code
 
-    statuses = in_parallel(live_registry.url, THREADS, send)
+    statuses = in_parallel(live_registry, THREADS, send)
     assert statuses.count(202) == 1, statuses
     r = expect_status(client.get(loc), 204)
     assert r.headers["Range"] == f"0-{MIB - 1}"
@@ -202,7 +203,7 @@ def test_concurrent_completions_of_one_upload(
             assert code in ("BLOB_UPLOAD_BUSY", "BLOB_UPLOAD_UNKNOWN"), r.text
         return r.status_code
 
-    statuses = in_parallel(live_registry.url, THREADS, complete)
+    statuses = in_parallel(live_registry, THREADS, complete)
     assert statuses.count(201) == 1, statuses
     assert get_blob(client, repo, digest_of(data)) == data
     r = client.get(loc)
@@ -218,7 +219,7 @@ def test_concurrent_cancel_and_append(live_registry: Any, client: httpx.Client, 
             return c.delete(loc).status_code
         return c.patch(loc, content=chunk).status_code
 
-    statuses = in_parallel(live_registry.url, THREADS, act)
+    statuses = in_parallel(live_registry, THREADS, act)
     assert set(statuses) <= {202, 204, 404, 409}, statuses
     r = client.get(loc)
     assert r.status_code in (204, 404)

@@ -23,6 +23,7 @@ from api_support import (
     OCI_MANIFEST,
     all_tags,
     check_repository_consistent,
+    connect,
     descriptor,
     digest_of,
     encode,
@@ -95,7 +96,7 @@ def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 20) -> 
 def test_kill_mid_upload(own_server: Server) -> None:
     reg = own_server()
     repo = unique_repo("crash")
-    with httpx.Client(base_url=reg.url, timeout=30) as client:
+    with connect(reg) as client:
         before = push_image(client, repo, "before", layers=2, layer_size=300_000)
 
         # An idle session with one acknowledged chunk.
@@ -133,7 +134,7 @@ def test_kill_mid_upload(own_server: Server) -> None:
         return slow_body(data, 64 * 1024, 0.01, sent[name])
 
     def run(method: str, url: str, body: Any, headers: dict[str, str] | None = None) -> Any:
-        with httpx.Client(base_url=reg.url, timeout=30) as c:
+        with connect(reg) as c:
             return c.request(method, url, content=body, headers=headers)
 
     threads = [
@@ -163,7 +164,7 @@ def test_kill_mid_upload(own_server: Server) -> None:
     reg = own_server()
     check_clean_start(reg)
     assert check_stored_blobs(reg.data_dir) >= 3
-    with httpx.Client(base_url=reg.url, timeout=30) as client:
+    with connect(reg) as client:
         assert check_repository_consistent(client, repo) == {"before": before.manifest}
         # Nothing that was in flight became visible.
         for data in (busy_data, mono_data, post_data):
@@ -213,12 +214,12 @@ class PushLog:
 
 
 def _push_forever(
-    url: str, repo: str, base: list[Any], log: PushLog, stop: threading.Event, seed: int
+    reg: Any, repo: str, base: list[Any], log: PushLog, stop: threading.Event, seed: int
 ) -> None:
     """Push manifests (images and indexes over ``base``) to one tag, and small blobs,
     until the server dies; record each acknowledgement."""
     rng = random.Random(seed)
-    with httpx.Client(base_url=url, timeout=10) as client:
+    with connect(reg, timeout=10) as client:
         n = 0
         while not stop.is_set():
             n += 1
@@ -269,10 +270,10 @@ class ChunkLog:
     in_flight_end: int | None = None
 
 
-def _chunks_forever(url: str, repo: str, log: ChunkLog, stop: threading.Event) -> None:
+def _chunks_forever(reg: Any, repo: str, log: ChunkLog, stop: threading.Event) -> None:
     """PATCH 64 KiB chunks of ``log.data`` into one session until the server dies."""
     piece = 64 * 1024
-    with httpx.Client(base_url=url, timeout=10) as client:
+    with connect(reg, timeout=10) as client:
         try:
             log.location = start_upload(client, repo)
             while not stop.is_set() and log.acknowledged < len(log.data):
@@ -343,7 +344,7 @@ def _check_after_kill(client: httpx.Client, repo: str, logs: list[PushLog]) -> N
 def test_kill_mid_manifest_pushes(own_server: Server) -> None:
     reg = own_server()
     repo = unique_repo("crash")
-    with httpx.Client(base_url=reg.url, timeout=30) as client:
+    with connect(reg) as client:
         base = [push_image(client, repo, None, layers=2, layer_size=2000) for _ in range(4)]
     before: dict[str, str] = {}
     for round_ in range(2):
@@ -351,10 +352,10 @@ def test_kill_mid_manifest_pushes(own_server: Server) -> None:
         logs = [PushLog(f"t{i}", before.get(f"t{i}")) for i in range(6)]
         chunked = ChunkLog(random_bytes(16 * MIB))
         threads = [
-            Background(partial(_push_forever, reg.url, repo, base, log, stop, round_ * 100 + i))
+            Background(partial(_push_forever, reg, repo, base, log, stop, round_ * 100 + i))
             for i, log in enumerate(logs)
         ]
-        threads.append(Background(partial(_chunks_forever, reg.url, repo, chunked, stop)))
+        threads.append(Background(partial(_chunks_forever, reg, repo, chunked, stop)))
         for t in threads:
             t.start()
         _wait_for(
@@ -371,7 +372,7 @@ def test_kill_mid_manifest_pushes(own_server: Server) -> None:
         reg = own_server()
         check_clean_start(reg)
         check_stored_blobs(reg.data_dir)
-        with httpx.Client(base_url=reg.url, timeout=30) as client:
+        with connect(reg) as client:
             _check_after_kill(client, repo, logs)
             _check_chunked_upload_after_kill(client, repo, chunked)
             # The restarted server takes new pushes to the same tags.
@@ -387,7 +388,7 @@ def test_upload_session_survives_a_clean_restart(
     reg = own_server()
     repo = unique_repo("restart")
     data = random_bytes(2 * MIB)
-    with httpx.Client(base_url=reg.url, timeout=30) as client:
+    with connect(reg) as client:
         loc = start_upload(client, repo)
         loc = location(
             expect_status(
@@ -398,7 +399,7 @@ def test_upload_session_survives_a_clean_restart(
     stop_server(reg)
     reg = own_server()
     check_clean_start(reg)
-    with httpx.Client(base_url=reg.url, timeout=30) as client:
+    with connect(reg) as client:
         r = expect_status(client.get(loc), 204)
         assert r.headers["Range"] == f"0-{MIB - 1}"
         _finish(client, repo, loc, data, MIB)

@@ -2,7 +2,9 @@
 
 Most tests start their own server at debug level (the access log on, request
 headers in it) so they can read its log file; the request-id tests also run on
-the shared server.
+the shared server. Requests authenticate as the server's owner (``/metrics``
+too: it needs management read at ``/``), except in the test that sends made-up
+secrets on purpose.
 """
 
 from __future__ import annotations
@@ -13,14 +15,11 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-
-_ROOT_CONFTEST = Path(__file__).resolve().parent.parent / "conftest.py"
 
 ACCESS_FIELDS = {
     "time",
@@ -41,12 +40,9 @@ ACCESS_FIELDS = {
 
 
 @pytest.fixture(scope="module")
-def debug_server(
-    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
-) -> Iterator[Any]:
+def debug_server(tmp_path_factory: pytest.TempPathFactory, hamn_conftest: Any) -> Iterator[Any]:
     """A private server logging at debug level (access log and request headers on)."""
-    root = pytestconfig.pluginmanager.get_plugin(str(_ROOT_CONFTEST))
-    assert root is not None
+    root = hamn_conftest
     reg = root.start_hamn(
         tmp_path_factory.mktemp("observed") / "data", env={"HAMN_LOG_LEVEL": "debug"}
     )
@@ -81,9 +77,9 @@ def access_line(reg: Any, rid: str) -> dict[str, Any]:
     return found[0]
 
 
-def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def scrape(reg: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """``/metrics`` parsed by prometheus_client: value by (sample name, sorted labels)."""
-    resp = httpx.get(f"{url}/metrics", timeout=10)
+    resp = httpx.get(f"{reg.url}/metrics", auth=reg.auth, timeout=10)
     assert resp.status_code == 200, resp.text
     assert resp.headers["content-type"].startswith("text/plain")
     samples = {}
@@ -129,6 +125,7 @@ def test_the_access_line_is_json_with_the_request_fields(debug_server: Any) -> N
     body = b"not a manifest"
     resp = httpx.put(
         f"{debug_server.url}/v2/obs/app/manifests/v1",
+        auth=debug_server.auth,
         content=body,
         headers={"X-Request-Id": rid, "Content-Type": "application/vnd.oci.image.manifest.v1+json"},
     )
@@ -162,20 +159,23 @@ def test_the_access_line_is_json_with_the_request_fields(debug_server: Any) -> N
 )
 def test_the_access_line_names_the_route_kind(debug_server: Any, path: str, route: str) -> None:
     rid = f"obs-{uuid.uuid4().hex}"
-    httpx.get(f"{debug_server.url}{path}", headers={"X-Request-Id": rid})
+    httpx.get(f"{debug_server.url}{path}", auth=debug_server.auth, headers={"X-Request-Id": rid})
     assert access_line(debug_server, rid)["route"] == route
 
 
 def test_an_upload_is_logged_as_an_upload(debug_server: Any) -> None:
     rid = f"obs-{uuid.uuid4().hex}"
     resp = httpx.post(
-        f"{debug_server.url}/v2/obs/app/blobs/uploads/", headers={"X-Request-Id": rid}
+        f"{debug_server.url}/v2/obs/app/blobs/uploads/",
+        auth=debug_server.auth,
+        headers={"X-Request-Id": rid},
     )
     assert resp.status_code == 202
     assert access_line(debug_server, rid)["route"] == "upload"
 
 
 def test_no_secret_from_a_request_reaches_the_log(debug_server: Any) -> None:
+    # Made-up credentials on purpose (refused, and still never logged).
     rid = f"obs-{uuid.uuid4().hex}"
     basic = base64.b64encode(b"alice:B4sicS3cret").decode()
     jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJib2IifQ.SigN4tur3Secret"
@@ -214,13 +214,13 @@ def test_no_secret_from_a_request_reaches_the_log(debug_server: Any) -> None:
 
 def test_metrics_count_requests_across_workers(debug_server: Any) -> None:
     labels = {"route": "manifest", "method": "GET", "status": "404"}
-    before = requests_counted(scrape(debug_server.url), **labels)
+    before = requests_counted(scrape(debug_server), **labels)
     n = 40
     for _ in range(n):
         # A fresh connection each time, so the requests spread over the worker processes.
-        with httpx.Client(base_url=debug_server.url) as fresh:
+        with httpx.Client(base_url=debug_server.url, auth=debug_server.auth) as fresh:
             assert fresh.get("/v2/obs/none/manifests/latest").status_code == 404
-    after = scrape(debug_server.url)
+    after = scrape(debug_server)
     assert requests_counted(after, **labels) == before + n
     histogram = (
         "hamn_http_request_duration_seconds_count",
@@ -232,26 +232,32 @@ def test_metrics_count_requests_across_workers(debug_server: Any) -> None:
 
 def test_metrics_itself_is_not_counted(debug_server: Any) -> None:
     other = {"route": "other", "method": "GET", "status": "200"}
-    before = requests_counted(scrape(debug_server.url), **other)
+    before = requests_counted(scrape(debug_server), **other)
     for _ in range(3):
-        httpx.get(f"{debug_server.url}/metrics")
-    assert requests_counted(scrape(debug_server.url), **other) == before
+        httpx.get(f"{debug_server.url}/metrics", auth=debug_server.auth)
+    assert requests_counted(scrape(debug_server), **other) == before
 
 
 def test_upload_bytes_are_counted(debug_server: Any) -> None:
     key = ("hamn_upload_bytes_total", ())
-    before = scrape(debug_server.url).get(key, 0.0)
+    before = scrape(debug_server).get(key, 0.0)
     data = b"upload-bytes-" + uuid.uuid4().bytes
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     resp = httpx.post(
-        f"{debug_server.url}/v2/obs/app/blobs/uploads/", params={"digest": digest}, content=data
+        f"{debug_server.url}/v2/obs/app/blobs/uploads/",
+        auth=debug_server.auth,
+        params={"digest": digest},
+        content=data,
     )
     assert resp.status_code == 201
-    assert scrape(debug_server.url).get(key, 0.0) == before + len(data)
+    assert scrape(debug_server).get(key, 0.0) == before + len(data)
 
 
 def test_labels_hold_no_repository_or_digest(debug_server: Any) -> None:
-    httpx.get(f"{debug_server.url}/v2/obs/secretrepo/manifests/sha256:" + "1" * 64)
-    text = httpx.get(f"{debug_server.url}/metrics").text
+    httpx.get(
+        f"{debug_server.url}/v2/obs/secretrepo/manifests/sha256:" + "1" * 64,
+        auth=debug_server.auth,
+    )
+    text = httpx.get(f"{debug_server.url}/metrics", auth=debug_server.auth).text
     assert "secretrepo" not in text
     assert "1" * 64 not in text

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -43,6 +44,10 @@ def handshake(port: int, version: str) -> bool:
     )
     out = (run.stdout + run.stderr).decode(errors="replace")
     return run.returncode == 0 and f"Protocol version: TLSv{version}" in out
+
+
+#: port, minimum TLS version, certificate, and the owner's (username, password)
+TlsServer = tuple[int, str, Path, tuple[str, str]]
 
 
 def _trust(cert: Path) -> ssl.SSLContext:
@@ -87,7 +92,9 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return cert, key
 
 
-def _start(data_dir: Path, *args: str) -> tuple[subprocess.Popen[bytes], int, Path]:
+def _start(
+    data_dir: Path, env: dict[str, str], *args: str
+) -> tuple[subprocess.Popen[bytes], int, Path]:
     port = _free_port()
     log = data_dir.parent / f"{data_dir.name}.log"
     with open(log, "wb") as out:
@@ -105,6 +112,7 @@ def _start(data_dir: Path, *args: str) -> tuple[subprocess.Popen[bytes], int, Pa
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
         )
     return proc, port, log
 
@@ -114,7 +122,7 @@ def _wait_tls(proc: subprocess.Popen[bytes], port: int, cert: Path, log: Path) -
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"hamn serve exited: {log.read_text(errors='replace')}")
-        try:
+        try:  # any answer will do (anonymous: 401 once authentication is on)
             if httpx.get(
                 f"https://127.0.0.1:{port}/v2/", verify=_trust(cert), timeout=1
             ).status_code:
@@ -129,11 +137,17 @@ def tls_server(
     request: pytest.FixtureRequest,
     certificate: tuple[Path, Path],
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[int, str, Path]]:
+    hamn_conftest: Any,
+) -> Iterator[TlsServer]:
+    """A TLS server: its port, minimum TLS version, certificate and owner's credentials."""
     cert, key = certificate
     minimum = str(request.param)
+    data_dir = tmp_path_factory.mktemp("tls-data") / "data"
+    env = hamn_conftest.bootstrap_env(data_dir)
+    auth = (env["HAMN_BOOTSTRAP_USERNAME"], env["HAMN_BOOTSTRAP_PASSWORD"])
     proc, port, log = _start(
-        tmp_path_factory.mktemp("tls-data") / "data",
+        data_dir,
+        env,
         "--tls-cert",
         str(cert),
         "--tls-key",
@@ -143,7 +157,7 @@ def tls_server(
     )
     try:
         _wait_tls(proc, port, cert, log)
-        yield port, minimum, cert
+        yield port, minimum, cert, auth
     finally:
         proc.terminate()
         try:
@@ -152,16 +166,16 @@ def tls_server(
             proc.kill()
 
 
-def test_handshakes_respect_the_minimum_version(tls_server: tuple[int, str, Path]) -> None:
-    port, minimum, _ = tls_server
+def test_handshakes_respect_the_minimum_version(tls_server: TlsServer) -> None:
+    port, minimum, _, _ = tls_server
     assert handshake(port, "1.3")
     assert handshake(port, "1.2") is (minimum == "1.2")
     assert not handshake(port, "1.1")
 
 
-def test_registry_api_over_tls(tls_server: tuple[int, str, Path]) -> None:
-    port, _, cert = tls_server
-    r = httpx.get(f"https://127.0.0.1:{port}/v2/", verify=_trust(cert))
+def test_registry_api_over_tls(tls_server: TlsServer) -> None:
+    port, _, cert, auth = tls_server
+    r = httpx.get(f"https://127.0.0.1:{port}/v2/", verify=_trust(cert), auth=auth)
     assert r.status_code == 200
     assert r.headers["Docker-Distribution-API-Version"] == "registry/2.0"
     with pytest.raises(httpx.TransportError):
@@ -169,9 +183,10 @@ def test_registry_api_over_tls(tls_server: tuple[int, str, Path]) -> None:
 
 
 @pytest.mark.skipif(shutil.which("skopeo") is None and not os.environ.get("CI"), reason="no skopeo")
-def test_skopeo_verifies_the_certificate(tls_server: tuple[int, str, Path], tmp_path: Path) -> None:
+def test_skopeo_verifies_the_certificate(tls_server: TlsServer, tmp_path: Path) -> None:
     """A real client pushes over TLS with verification on, trusting only our certificate."""
-    port, _, cert = tls_server
+    port, _, cert, auth = tls_server
+    creds = ":".join(auth)
     certs = tmp_path / "certs"
     certs.mkdir()
     shutil.copy(cert, certs / "ca.crt")
@@ -189,6 +204,8 @@ def test_skopeo_verifies_the_certificate(tls_server: tuple[int, str, Path], tmp_
             "copy",
             "--dest-cert-dir",
             str(certs),
+            "--dest-creds",
+            creds,
             f"oci:{layout}:v1",
             dest,
         ],
@@ -198,7 +215,7 @@ def test_skopeo_verifies_the_certificate(tls_server: tuple[int, str, Path], tmp_
     )
     assert run.returncode == 0, run.stderr
     raw = subprocess.run(
-        ["skopeo", "inspect", "--raw", "--cert-dir", str(certs), dest],
+        ["skopeo", "inspect", "--raw", "--cert-dir", str(certs), "--creds", creds, dest],
         capture_output=True,
         text=True,
         timeout=60,
@@ -206,7 +223,10 @@ def test_skopeo_verifies_the_certificate(tls_server: tuple[int, str, Path], tmp_
     assert raw.returncode == 0, raw.stderr
     # Without our certificate, verification must fail: TLS is really checked.
     untrusted = subprocess.run(
-        ["skopeo", "inspect", "--raw", dest], capture_output=True, text=True, timeout=60
+        ["skopeo", "inspect", "--raw", "--creds", creds, dest],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert untrusted.returncode != 0
     assert "certificate" in untrusted.stderr.lower()
