@@ -10,6 +10,10 @@ e2e_support.py.
   busybox-static package, made with umoci and no network.
 * ``skopeo`` runs skopeo with that policy; ``buildah`` / ``podman`` give each
   test its own vfs storage root, so a test can remove "all local images".
+  All three authenticate as the registry's owner (``live_registry.creds``); the
+  auth file stays empty, so ``.anonymous()`` really has no credentials.
+* ``auth_enforced`` skips a test about anonymous access on a server that has no
+  authentication at all (an external registry without credentials).
 
 Registries are plain http: every client command gets its own
 ``--tls-verify=false`` (skopeo copy: ``--src-tls-verify=false
@@ -27,6 +31,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from e2e_support import (
     LAYOUT_TAG,
@@ -61,12 +66,20 @@ def client_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture
-def skopeo(client_env: dict[str, str], tmp_path: Path) -> Skopeo:
-    return Skopeo({**client_env, "E2E_TMP": str(tmp_path)}, need("skopeo"))
+def skopeo(client_env: dict[str, str], tmp_path: Path, live_registry: Any) -> Skopeo:
+    return Skopeo({**client_env, "E2E_TMP": str(tmp_path)}, need("skopeo"), live_registry.creds)
 
 
 @pytest.fixture
-def buildah(client_env: dict[str, str], tmp_path: Path) -> StorageTool:
+def auth_enforced(live_registry: Any) -> None:
+    """Skip on a server without authentication (no token endpoint: an external
+    registry such as Distribution, or hamn before authentication was wired)."""
+    if httpx.get(f"{live_registry.url}/oauth2/token", timeout=10).status_code == 404:
+        pytest.skip(f"{live_registry.host} has no token endpoint: authentication is off")
+
+
+@pytest.fixture
+def buildah(client_env: dict[str, str], tmp_path: Path, live_registry: Any) -> StorageTool:
     """buildah with its own vfs storage for this test."""
     binary = need("buildah")
     store = tmp_path / "buildah-storage"
@@ -74,11 +87,12 @@ def buildah(client_env: dict[str, str], tmp_path: Path) -> StorageTool:
         binary,
         ["--root", str(store / "root"), "--runroot", str(store / "run"), "--storage-driver", "vfs"],
         {**client_env, "TMPDIR": str(tmp_path)},
+        live_registry.creds,
     )
 
 
 @pytest.fixture
-def podman(client_env: dict[str, str], tmp_path: Path) -> Iterator[StorageTool]:
+def podman(client_env: dict[str, str], tmp_path: Path, live_registry: Any) -> Iterator[StorageTool]:
     """podman with its own vfs storage and runtime dirs, no systemd, no journald.
 
     podman refuses a runroot longer than 50 characters, so the runtime dirs
@@ -93,6 +107,7 @@ def podman(client_env: dict[str, str], tmp_path: Path) -> Iterator[StorageTool]:
              "--tmpdir", str(short / "tmp"), "--storage-driver", "vfs",
              "--cgroup-manager", "cgroupfs", "--events-backend", "file"],
             {**client_env, "TMPDIR": str(tmp_path)},
+            live_registry.creds,
         )  # fmt: skip
     finally:
         shutil.rmtree(short, ignore_errors=True)

@@ -6,7 +6,11 @@ these; tests import them as ``from e2e_support import ...``).
 * :func:`run` runs a command with a timeout and, when it fails, raises
   :class:`CommandFailed` showing the command, its exit code, stdout and stderr.
 * :class:`Skopeo` / :class:`StorageTool` wrap skopeo, buildah and podman with
-  the per-test settings this machine needs.
+  the per-test settings this machine needs, and the registry's credentials
+  (``--creds``, ``--src-creds``, ``--dest-creds``); ``.anonymous()`` gives the
+  same tool without them.
+* :func:`assert_unauthorized` checks that a client refused access says so;
+  :func:`assert_pull_refused` that buildah or podman cannot pull anonymously.
 * :func:`build_busybox_layout` makes the base image (an OCI layout) with umoci.
 * :class:`Layout` / :class:`DirImage` read images copied to ``oci:`` / ``dir:``
   and check that every blob's bytes match its digest.
@@ -25,7 +29,7 @@ import subprocess
 import tarfile
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +122,24 @@ def run(
             "command failed\n" + _describe(argv, res.returncode, res.stdout, res.stderr), res
         )
     return res
+
+
+#: How each client words a refusal for missing credentials (lower case): containers/image
+#: ("unauthorized: ...", "authentication required"), oras-py and hamn's CLI.
+UNAUTHORIZED_WORDS = (
+    "unauthorized",
+    "authentication required",
+    "401",
+    "cannot respond to request for authentication",  # oras-py, with no credentials to offer
+)
+
+
+def assert_unauthorized(output: str) -> None:
+    """``output`` (a failed client's stderr or error) says access was refused for want
+    of credentials, not that the image is missing or the server broke."""
+    text = output.lower()
+    assert any(w in text for w in UNAUTHORIZED_WORDS), f"not an unauthorized failure:\n{output}"
+    assert "manifest unknown" not in text and "not found" not in text, output
 
 
 def busybox_bytes() -> bytes:
@@ -223,10 +245,21 @@ class DirImage:
 # ------------------------------------------------------------------ client wrappers
 
 
+def creds_args(flag: str, creds: str | None, ref: str = "docker://") -> list[str]:
+    """``[flag, creds]`` for a registry reference (``docker://``), else nothing."""
+    return [flag, creds] if creds and ref.startswith("docker://") else []
+
+
 @dataclass
 class Skopeo:
     env: dict[str, str]
     binary: str
+    #: ``user:password`` for the registry, or None to go anonymous.
+    creds: str | None = None
+
+    def anonymous(self) -> Skopeo:
+        """The same skopeo without credentials."""
+        return replace(self, creds=None)
 
     def __call__(
         self, *args: str, timeout: float = 120, check: bool = True
@@ -250,13 +283,24 @@ class Skopeo:
         """
         digestfile = Path(self.env["E2E_TMP"]) / f"digest-{uuid.uuid4().hex}"
         flags = ["--src-tls-verify=false", "--dest-tls-verify=false"]
+        flags += creds_args("--src-creds", self.creds, src)
+        flags += creds_args("--dest-creds", self.creds, dst)
         if preserve_digests:
             flags.append("--preserve-digests")
         self("copy", *flags, "--digestfile", str(digestfile), *extra, src, dst)
         return digestfile.read_text().strip()
 
     def inspect(self, ref: str, *extra: str) -> Any:
-        return json.loads(self("inspect", "--tls-verify=false", *extra, ref).stdout)
+        creds = creds_args("--creds", self.creds, ref)
+        return json.loads(self("inspect", "--tls-verify=false", *creds, *extra, ref).stdout)
+
+    def list_tags(self, ref: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``skopeo list-tags`` of a ``docker://`` repository."""
+        creds = creds_args("--creds", self.creds, ref)
+        return self("list-tags", "--tls-verify=false", *creds, ref, check=check)
+
+    def delete(self, ref: str) -> None:
+        self("delete", "--tls-verify=false", *creds_args("--creds", self.creds, ref), ref)
 
     def raw(self, ref: str, *extra: str) -> bytes:
         """``skopeo inspect --raw`` output, exactly as the registry served it."""
@@ -268,6 +312,7 @@ class Skopeo:
                 "inspect",
                 "--raw",
                 "--tls-verify=false",
+                *creds_args("--creds", self.creds, ref),
                 *extra,
                 ref,
             ],
@@ -292,6 +337,17 @@ class StorageTool:
     binary: str
     global_args: list[str]
     env: dict[str, str]
+    #: ``user:password`` for the registry, or None to go anonymous.
+    creds: str | None = None
+
+    def anonymous(self) -> StorageTool:
+        """The same tool (and storage) without credentials."""
+        return replace(self, creds=None)
+
+    @property
+    def remote(self) -> list[str]:
+        """The options of a command that talks to the registry: plain http, credentials."""
+        return ["--tls-verify=false", *creds_args("--creds", self.creds)]
 
     def __call__(
         self, *args: str, timeout: float = 180, check: bool = True
@@ -303,6 +359,16 @@ class StorageTool:
     @property
     def policy(self) -> str:
         return self.env["E2E_SIGNATURE_POLICY"]
+
+
+def assert_pull_refused(tool: StorageTool, ref: str) -> None:
+    """``pull`` of ``ref`` by buildah or podman with no credentials fails, saying
+    unauthorized, and stores no image."""
+    anonymous = tool.anonymous()
+    res = anonymous("pull", *anonymous.remote, "--signature-policy", tool.policy, ref, check=False)
+    assert res.returncode != 0, res
+    assert_unauthorized(res.stderr)
+    assert tool("images", "--quiet").stdout.strip() == ""
 
 
 # --------------------------------------------------------------------- base image

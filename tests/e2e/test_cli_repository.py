@@ -7,28 +7,31 @@ untagged-manifest cleanup pipeline run verbatim through bash and xargs.
 
 Content is pushed with plain httpx (a config blob, a layer, a manifest) into
 the default registry ``local``, addressed by path (``/v2/local/<repo>/...``).
+Everything authenticates as the server's owner: httpx with Basic, the CLI with
+``HAMN_USERNAME`` / ``HAMN_PASSWORD`` (or ``-u``/``-p``) as a script would.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import pty
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml  # type: ignore[import-untyped]
+from e2e_support import assert_unauthorized
 
 REGISTRY = "local"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -55,13 +58,6 @@ TAG_KEYS = {"name", "digest", "createdTime", "lastUpdateTime", "signed", "change
 # ----------------------------------------------------------------------- helpers
 
 
-def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def unique(prefix: str = "cli") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
@@ -70,9 +66,10 @@ def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def push_image(server: str, name: str, *tags: str) -> str:
-    """Push a one-layer image to ``/v2/<name>`` (tagged, or by digest); return its digest."""
-    with httpx.Client(base_url=server, timeout=30) as http:
+def push_image(registry: Any, name: str, *tags: str) -> str:
+    """Push a one-layer image to ``/v2/<name>`` of a LiveRegistry (tagged, or by digest),
+    as its owner; return its digest."""
+    with httpx.Client(base_url=registry.url, auth=registry.auth, timeout=30) as http:
 
         def blob(data: bytes) -> dict[str, Any]:
             digest = _digest(data)
@@ -120,13 +117,27 @@ class Result:
 
 @dataclass
 class Hamn:
-    """Runs ``hamn`` against one server, with stdin not a terminal unless a pty is given."""
+    """Runs ``hamn`` against one server, with stdin not a terminal unless a pty is given,
+    authenticated by ``HAMN_USERNAME`` / ``HAMN_PASSWORD`` (none when ``username`` is empty)."""
 
     server: str
+    username: str = ""
+    password: str = ""
+
+    @classmethod
+    def on(cls, registry: Any) -> Hamn:
+        """The CLI for a LiveRegistry, as its owner."""
+        return cls(registry.url, registry.username, registry.password)
+
+    def anonymous(self) -> Hamn:
+        """The same CLI with no credentials at all."""
+        return replace(self, username="", password="")
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in CLI_ENV}
         env["HAMN_SERVER"] = self.server
+        if self.username:
+            env.update(HAMN_USERNAME=self.username, HAMN_PASSWORD=self.password)
         env.update(extra)
         return env
 
@@ -177,21 +188,22 @@ def assert_error(result: Result, *fragments: str, code: int = 1) -> None:
 
 @pytest.fixture
 def hamn(live_registry: Any) -> Hamn:
-    return Hamn(live_registry.url)
+    return Hamn.on(live_registry)
 
 
 @pytest.fixture
-def server(live_registry: Any) -> str:
-    return str(live_registry.url)
+def registry(live_registry: Any) -> Any:
+    """The live registry the CLI talks to (push_image takes it)."""
+    return live_registry
 
 
 # ---------------------------------------------------------------------- repository list
 
 
-def test_repository_list(hamn: Hamn, server: str) -> None:
+def test_repository_list(hamn: Hamn, registry: Any) -> None:
     prefix = unique()
-    push_image(server, f"{REGISTRY}/{prefix}-a", "v1")
-    push_image(server, f"{REGISTRY}/{prefix}/b", "v1")
+    push_image(registry, f"{REGISTRY}/{prefix}-a", "v1")
+    push_image(registry, f"{REGISTRY}/{prefix}/b", "v1")
     names = hamn.json("repository", "list", "-n", REGISTRY)
     assert {f"{prefix}-a", f"{prefix}/b"} <= set(names)
     assert names == sorted(names)
@@ -216,13 +228,13 @@ def test_repository_list(hamn: Hamn, server: str) -> None:
 # ---------------------------------------------------------------------- show-tags
 
 
-def test_show_tags(hamn: Hamn, server: str) -> None:
+def test_show_tags(hamn: Hamn, registry: Any) -> None:
     repo = unique()
-    push_image(server, f"{REGISTRY}/{repo}", "v1")
+    push_image(registry, f"{REGISTRY}/{repo}", "v1")
     time.sleep(0.01)
-    push_image(server, f"{REGISTRY}/{repo}", "v2")
+    push_image(registry, f"{REGISTRY}/{repo}", "v2")
     time.sleep(0.01)
-    push_image(server, f"{REGISTRY}/{repo}", "latest")
+    push_image(registry, f"{REGISTRY}/{repo}", "latest")
     base = ("repository", "show-tags", "-n", REGISTRY, "--repository", repo)
 
     assert hamn.json(*base) == ["latest", "v1", "v2"]
@@ -241,10 +253,10 @@ def test_show_tags(hamn: Hamn, server: str) -> None:
 # ---------------------------------------------------------------------- show-manifests
 
 
-def test_show_manifests(hamn: Hamn, server: str) -> None:
+def test_show_manifests(hamn: Hamn, registry: Any) -> None:
     repo = unique()
-    tagged = push_image(server, f"{REGISTRY}/{repo}", "v1", "v2")
-    untagged = push_image(server, f"{REGISTRY}/{repo}")
+    tagged = push_image(registry, f"{REGISTRY}/{repo}", "v1", "v2")
+    untagged = push_image(registry, f"{REGISTRY}/{repo}")
     base = ("repository", "show-manifests", "-n", REGISTRY, "--repository", repo)
 
     manifests = {m["digest"]: m for m in hamn.json(*base)}
@@ -269,9 +281,9 @@ def test_show_manifests(hamn: Hamn, server: str) -> None:
 # ---------------------------------------------------------------------- show
 
 
-def test_show_repository_tag_and_manifest(hamn: Hamn, server: str) -> None:
+def test_show_repository_tag_and_manifest(hamn: Hamn, registry: Any) -> None:
     repo = unique()
-    digest = push_image(server, f"{REGISTRY}/{repo}", "v1")
+    digest = push_image(registry, f"{REGISTRY}/{repo}", "v1")
     base = ("repository", "show", "-n", REGISTRY)
 
     info = hamn.json(*base, "--repository", repo)
@@ -294,19 +306,21 @@ def test_show_repository_tag_and_manifest(hamn: Hamn, server: str) -> None:
 # ---------------------------------------------------------------------- untag, delete
 
 
-def test_untag_keeps_the_manifest(hamn: Hamn, server: str) -> None:
+def test_untag_keeps_the_manifest(hamn: Hamn, registry: Any) -> None:
     repo = unique()
-    digest = push_image(server, f"{REGISTRY}/{repo}", "v1", "v2")
+    digest = push_image(registry, f"{REGISTRY}/{repo}", "v1", "v2")
     result = hamn("repository", "untag", "-n", REGISTRY, "--image", f"{repo}:v1")
     assert (result.code, result.out) == (0, ""), result
     manifests = hamn.json("repository", "show-manifests", "-n", REGISTRY, "--repository", repo)
     assert manifests[0]["digest"] == digest and manifests[0]["tags"] == ["v2"]
 
 
-def test_delete_image_by_tag_deletes_the_manifest_and_all_its_tags(hamn: Hamn, server: str) -> None:
+def test_delete_image_by_tag_deletes_the_manifest_and_all_its_tags(
+    hamn: Hamn, registry: Any
+) -> None:
     repo = unique()
-    doomed = push_image(server, f"{REGISTRY}/{repo}", "v1", "v2")
-    push_image(server, f"{REGISTRY}/{repo}", "v3")
+    doomed = push_image(registry, f"{REGISTRY}/{repo}", "v1", "v2")
+    push_image(registry, f"{REGISTRY}/{repo}", "v3")
     result = hamn("repository", "delete", "-n", REGISTRY, "--image", f"{repo}:v1", "--yes")
     assert (result.code, result.out) == (0, ""), result
     assert result.err == (
@@ -317,9 +331,9 @@ def test_delete_image_by_tag_deletes_the_manifest_and_all_its_tags(hamn: Hamn, s
     assert listed.out == "v3\n", listed
 
 
-def test_delete_repository(hamn: Hamn, server: str) -> None:
+def test_delete_repository(hamn: Hamn, registry: Any) -> None:
     repo = unique()
-    digest = push_image(server, f"{REGISTRY}/{repo}", "v1")
+    digest = push_image(registry, f"{REGISTRY}/{repo}", "v1")
     result = hamn("repository", "delete", "-n", REGISTRY, "--repository", repo, "-y")
     body = result.json()
     assert body["manifestsDeleted"] == [digest] and body["tagsDeleted"] == ["v1"]
@@ -330,9 +344,9 @@ def test_delete_repository(hamn: Hamn, server: str) -> None:
     )
 
 
-def test_delete_confirms_on_a_terminal_and_refuses_without_one(hamn: Hamn, server: str) -> None:
+def test_delete_confirms_on_a_terminal_and_refuses_without_one(hamn: Hamn, registry: Any) -> None:
     repo = unique()
-    digest = push_image(server, f"{REGISTRY}/{repo}", "v1")
+    digest = push_image(registry, f"{REGISTRY}/{repo}", "v1")
     args = ("repository", "delete", "-n", REGISTRY, "-t", f"{repo}@{digest}")
 
     assert_error(hamn(*args), "no tty", "--yes")
@@ -349,10 +363,10 @@ def test_delete_confirms_on_a_terminal_and_refuses_without_one(hamn: Hamn, serve
 # ---------------------------------------------------------------------- manifest list-metadata
 
 
-def test_manifest_list_metadata(hamn: Hamn, server: str, live_registry: Any) -> None:
+def test_manifest_list_metadata(hamn: Hamn, registry: Any, live_registry: Any) -> None:
     repo = unique()
-    tagged = push_image(server, f"{REGISTRY}/team/{repo}", "v1")
-    untagged = push_image(server, f"{REGISTRY}/team/{repo}")
+    tagged = push_image(registry, f"{REGISTRY}/team/{repo}", "v1")
+    untagged = push_image(registry, f"{REGISTRY}/team/{repo}")
 
     entries = hamn.json("manifest", "list-metadata", "-r", REGISTRY, "-n", f"team/{repo}")
     assert {e["digest"] for e in entries} == {tagged, untagged}
@@ -385,9 +399,9 @@ def test_manifest_list_metadata(hamn: Hamn, server: str, live_registry: Any) -> 
 # ---------------------------------------------------------------------- errors
 
 
-def test_errors_say_what_is_wrong_and_what_to_do(hamn: Hamn, server: str) -> None:
+def test_errors_say_what_is_wrong_and_what_to_do(hamn: Hamn, registry: Any) -> None:
     repo = unique()
-    push_image(server, f"{REGISTRY}/{repo}", "v1")
+    push_image(registry, f"{REGISTRY}/{repo}", "v1")
 
     assert_error(
         hamn("repository", "show-tags", "-n", REGISTRY, "--repository", unique()),
@@ -423,15 +437,18 @@ def test_errors_say_what_is_wrong_and_what_to_do(hamn: Hamn, server: str) -> Non
 # ---------------------------------------------------------------------- global arguments
 
 
-def test_debug_verbose_and_default_output(hamn: Hamn, server: str) -> None:
+def test_debug_verbose_and_default_output(hamn: Hamn, registry: Any) -> None:
     repo = unique()
-    push_image(server, f"{REGISTRY}/{repo}", "v1")
+    push_image(registry, f"{REGISTRY}/{repo}", "v1")
     args = ("repository", "show-tags", "-n", REGISTRY, "--repository", repo)
 
-    debug = hamn(*args, "--debug", "-u", "someone", "-p", "s3cret-pa55")
+    # The owner's credentials given as -u/-p (and nothing in the environment).
+    debug = hamn.anonymous()(*args, "--debug", "-u", hamn.username, "-p", hamn.password)
+    assert debug.code == 0 and json.loads(debug.out) == ["v1"], debug
     assert "DEBUG: Request URL: " in debug.err and f"/acr/v1/local/{repo}/_tags" in debug.err
     assert "'authorization': 'REDACTED'" in debug.err
-    assert "s3cret-pa55" not in debug.err and "c29tZW9uZTpzM2NyZXQtcGE1NQ" not in debug.err
+    basic = base64.b64encode(f"{hamn.username}:{hamn.password}".encode()).decode()
+    assert hamn.password not in debug.err and basic not in debug.err
 
     verbose = hamn(*args, "--verbose", "-o", "none")
     assert verbose.code == 0 and verbose.out == "", verbose
@@ -446,51 +463,9 @@ def test_debug_verbose_and_default_output(hamn: Hamn, server: str) -> None:
 
 
 @pytest.fixture
-def my_registry(tmp_path: Path) -> Iterator[str]:
+def my_registry(start_server: Callable[..., Any]) -> Any:
     """A server whose default registry is ``myRegistry``, as the seed names it."""
-    port = free_port()
-    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - the process keeps it
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hamn",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--default-registry",
-            "myRegistry",
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()
-            try:
-                if httpx.get(f"{url}/v2/", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "hamn serve did not start"
-            time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    return start_server("--default-registry", "myRegistry", "--workers", "1")
 
 
 SEED_CLEANUP = (
@@ -499,7 +474,7 @@ SEED_CLEANUP = (
 )
 
 
-def test_seed_pipeline_deletes_untagged_manifests(my_registry: str, tmp_path: Path) -> None:
+def test_seed_pipeline_deletes_untagged_manifests(my_registry: Any, tmp_path: Path) -> None:
     kept = push_image(my_registry, "myRegistry/myrepository", "v1")
     untagged = {push_image(my_registry, "myRegistry/myrepository") for _ in range(2)}
     bin_dir = tmp_path / "bin"
@@ -508,7 +483,7 @@ def test_seed_pipeline_deletes_untagged_manifests(my_registry: str, tmp_path: Pa
     wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m hamn "$@"\n')
     wrapper.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k not in CLI_ENV}
-    env.update(PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", HAMN_SERVER=my_registry)
+    env.update(Hamn.on(my_registry).env(PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"))
     bash = shutil.which("bash")
     assert bash, "bash is needed to run the seed's pipeline"
 
@@ -529,3 +504,20 @@ def test_seed_pipeline_deletes_untagged_manifests(my_registry: str, tmp_path: Pa
         "--query '[].digest' -o tsv"
     )
     assert left.stdout == f"{kept}\n", left
+
+
+@pytest.mark.usefixtures("auth_enforced")
+def test_without_credentials_the_cli_is_refused(hamn: Hamn, registry: Any) -> None:
+    """No -u/-p, no HAMN_USERNAME/HAMN_PASSWORD, no session: an ERROR saying unauthorized
+    and a non-zero exit, never an empty listing."""
+    repo = unique()
+    push_image(registry, f"{REGISTRY}/{repo}", "v1")
+    anonymous = hamn.anonymous()
+    for args in (
+        ("repository", "show-tags", "-n", REGISTRY, "--repository", repo),
+        ("repository", "list", "-n", REGISTRY),
+    ):
+        result = anonymous(*args, env={"XDG_CONFIG_HOME": "/nonexistent"})
+        assert_error(result)
+        assert_unauthorized(result.err)
+    assert hamn.json("repository", "show-tags", "-n", REGISTRY, "--repository", repo) == ["v1"]

@@ -6,9 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from e2e_support import (
     BUSYBOX,
     DOCKER_LIST,
@@ -16,7 +18,9 @@ from e2e_support import (
     DirImage,
     Skopeo,
     StorageTool,
+    assert_pull_refused,
     busybox_bytes,
+    creds_args,
     sha256_digest,
     unique_repo,
 )
@@ -50,7 +54,7 @@ def build(buildah: StorageTool, ctx: Path, name: str, *extra: str) -> str:
 def push(buildah: StorageTool, src: str, dest: str, tmp_path: Path) -> str:
     """``buildah push`` to a registry; returns the pushed manifest digest."""
     digestfile = tmp_path / f"digest-{uuid.uuid4().hex}"
-    buildah("push", "--tls-verify=false", "--signature-policy", buildah.policy,
+    buildah("push", *buildah.remote, "--signature-policy", buildah.policy,
             "--digestfile", str(digestfile), src, dest)  # fmt: skip
     return digestfile.read_text().strip()
 
@@ -71,7 +75,7 @@ def test_build_push_pull_run(
     # forget every local image, then pull it back from the registry
     buildah("rmi", "--all", "--force")
     assert buildah("images", "--quiet").stdout.strip() == ""
-    buildah("pull", "--tls-verify=false", "--signature-policy", buildah.policy,
+    buildah("pull", *buildah.remote, "--signature-policy", buildah.policy,
             f"docker://{remote}")  # fmt: skip
     pulled = buildah("inspect", "--type", "image", "--format", "{{.FromImageDigest}}", remote)
     assert pulled.stdout.strip() == pushed
@@ -113,10 +117,10 @@ def test_manifest_list_push_all(
     lst = f"localhost/e2e-list-{tag}"
     buildah("manifest", "create", lst)
     buildah("manifest", "add", lst, f"containers-storage:{amd64}")
-    buildah("manifest", "add", "--tls-verify=false", lst, f"docker://{base}:arm64")
+    buildah("manifest", "add", *buildah.remote, lst, f"docker://{base}:arm64")
 
     digestfile = tmp_path / "list-digest"
-    buildah("manifest", "push", "--all", "--tls-verify=false",
+    buildah("manifest", "push", "--all", *buildah.remote,
             "--signature-policy", buildah.policy, "--digestfile", str(digestfile),
             lst, f"docker://{base}:multi")  # fmt: skip
     pushed = digestfile.read_text().strip()
@@ -139,12 +143,23 @@ def test_manifest_list_push_all(
         assert config["architecture"] == arch
         picked = json.loads(
             skopeo("--override-arch", arch, "--override-os", "linux", "inspect",
-                   "--tls-verify=false", f"docker://{base}:multi").stdout
+                   "--tls-verify=false", *creds_args("--creds", skopeo.creds),
+                   f"docker://{base}:multi").stdout
         )  # fmt: skip
         # skopeo resolves the list to this platform's image (Digest names the list itself)
         assert picked["Digest"] == pushed
         assert picked["Architecture"] == arch
         assert picked["Layers"] == [ly["digest"] for ly in child_manifest["layers"]]
 
-    tags = json.loads(skopeo("list-tags", "--tls-verify=false", f"docker://{base}").stdout)
+    tags = json.loads(skopeo.list_tags(f"docker://{base}").stdout)
     assert sorted(tags["Tags"]) == ["arm64", "multi"]
+
+
+@pytest.mark.usefixtures("auth_enforced")
+def test_pull_without_credentials_is_unauthorized(
+    live_registry: Any, buildah: StorageTool, push_base: Callable[..., tuple[str, str]]
+) -> None:
+    """buildah pull with no credentials (anonymous pull off) fails, saying unauthorized,
+    and stores no image."""
+    repo, _ = push_base("buildah-anon")
+    assert_pull_refused(buildah, f"docker://{live_registry.host}/{repo}:v1")

@@ -19,7 +19,14 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_support import OCI_INDEX, OCI_MANIFEST, missing, sha256_digest, unique_repo
+from e2e_support import (
+    OCI_INDEX,
+    OCI_MANIFEST,
+    assert_unauthorized,
+    missing,
+    sha256_digest,
+    unique_repo,
+)
 
 ARTIFACT_TYPE = "application/vnd.hamn.test+json"
 SIGNATURE_TYPE = "application/vnd.hamn.signature+json"
@@ -28,13 +35,30 @@ EMPTY_JSON = "application/vnd.oci.empty.v1+json"
 EMPTY_DIGEST = sha256_digest(b"{}")
 
 
-@pytest.fixture
-def oras_client(live_registry: Any) -> Any:
+def anonymous_client(live_registry: Any, auth_backend: str = "token") -> Any:
+    """An oras client without credentials (yet)."""
     try:
         import oras.client
     except ImportError as e:
         missing(f"the oras Python package is not installed ({e})")
-    return oras.client.OrasClient(hostname=live_registry.host, insecure=True)
+    return oras.client.OrasClient(
+        hostname=live_registry.host, insecure=True, auth_backend=auth_backend
+    )
+
+
+@pytest.fixture
+def oras_client(live_registry: Any) -> Any:
+    """oras-py with the owner's user name and password (``oras -u -p``).
+
+    They go as Basic on every request: oras-py 0.2's token backend keeps one
+    bearer token for every scope and asks for a new one only after a 403, so
+    its first pull-scoped token is resent for the push that follows and refused
+    with 401 (insufficient scope, as the Docker token spec has it).
+    """
+    client = anonymous_client(live_registry, "basic" if live_registry.username else "token")
+    if live_registry.username:
+        client.auth.set_basic_auth(live_registry.username, live_registry.password)
+    return client
 
 
 def push_artifact(
@@ -60,8 +84,12 @@ def push_artifact(
     return str(resp.headers["Docker-Content-Digest"])
 
 
-def get_manifest(registry_url: str, repo: str, ref: str) -> bytes:
-    r = httpx.get(f"{registry_url}/v2/{repo}/manifests/{ref}", headers={"Accept": OCI_MANIFEST})
+def get_manifest(registry: Any, repo: str, ref: str) -> bytes:
+    r = httpx.get(
+        f"{registry.url}/v2/{repo}/manifests/{ref}",
+        auth=registry.auth,
+        headers={"Accept": OCI_MANIFEST},
+    )
     assert r.status_code == 200, r.text
     return r.content
 
@@ -85,7 +113,7 @@ def test_push_pull_artifact(live_registry: Any, oras_client: Any, tmp_path: Path
 
     digest = push_artifact(oras_client, target, tmp_path, ARTIFACT_TYPE, files)
 
-    raw = get_manifest(live_registry.url, repo, "v1")
+    raw = get_manifest(live_registry, repo, "v1")
     assert sha256_digest(raw) == digest
     manifest = oras_client.get_manifest(target)
     assert manifest["config"]["mediaType"] == ARTIFACT_TYPE
@@ -115,7 +143,7 @@ def test_referrers(live_registry: Any, oras_client: Any, tmp_path: Path) -> None
     subject_digest = push_artifact(
         oras_client, f"{host}/{repo}:v1", tmp_path, ARTIFACT_TYPE, {"a.txt": b"subject\n"}
     )
-    subject_raw = get_manifest(live_registry.url, repo, subject_digest)
+    subject_raw = get_manifest(live_registry, repo, subject_digest)
     subject = {"mediaType": OCI_MANIFEST, "digest": subject_digest, "size": len(subject_raw)}
 
     # referrer 1: oras push with a subject; its artifact type is its config media type
@@ -123,10 +151,10 @@ def test_referrers(live_registry: Any, oras_client: Any, tmp_path: Path) -> None
         oras_client, f"{host}/{repo}:sig", tmp_path, SIGNATURE_TYPE, {"sig.bin": os.urandom(64)},
         subject=oras.oci.Subject(**subject),
     )  # fmt: skip
-    assert json.loads(get_manifest(live_registry.url, repo, sig_digest))["subject"] == subject
+    assert json.loads(get_manifest(live_registry, repo, sig_digest))["subject"] == subject
 
     # referrer 2: an OCI 1.1 artifact manifest (artifactType, empty config), untagged
-    with httpx.Client(base_url=live_registry.url, timeout=60) as client:
+    with httpx.Client(base_url=live_registry.url, auth=live_registry.auth, timeout=60) as client:
         upload_blob(client, repo, b"{}")
         sbom = upload_blob(client, repo, b'{"packages": ["busybox"]}')
         manifest = {
@@ -189,3 +217,20 @@ def test_referrers(live_registry: Any, oras_client: Any, tmp_path: Path) -> None
 
         # a registry with the referrers API acknowledges the subject on push
         assert put.headers.get("OCI-Subject") == subject_digest
+
+
+@pytest.mark.usefixtures("auth_enforced")
+def test_pull_without_credentials_is_unauthorized(
+    live_registry: Any, oras_client: Any, tmp_path: Path
+) -> None:
+    """oras pull with no credentials (anonymous pull off) fails, saying so, and
+    writes no file."""
+    repo = unique_repo("oras-anon")
+    target = f"{live_registry.host}/{repo}:v1"
+    push_artifact(oras_client, target, tmp_path, ARTIFACT_TYPE, {"a.txt": b"private\n"})
+    out = tmp_path / "pulled"
+    out.mkdir()
+    with pytest.raises(Exception) as failed:  # oras-py raises several kinds
+        anonymous_client(live_registry).pull(target=target, outdir=str(out))
+    assert_unauthorized(f"{type(failed.value).__name__}: {failed.value}")
+    assert list(out.iterdir()) == []

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from e2e_support import (
     BUSYBOX,
     DOCKER_MANIFEST,
@@ -21,6 +22,7 @@ from e2e_support import (
     DirImage,
     Skopeo,
     StorageTool,
+    assert_pull_refused,
     sha256_digest,
     unique_repo,
 )
@@ -36,16 +38,16 @@ def test_push_pull_roundtrip(
 ) -> None:  # fmt: skip
     src_repo, base_digest = push_base("podman-src")
     src = f"{live_registry.host}/{src_repo}:v1"
-    podman("pull", "--tls-verify=false", "--signature-policy", podman.policy, f"docker://{src}")
+    podman("pull", *podman.remote, "--signature-policy", podman.policy, f"docker://{src}")
     assert image_digest(podman, src) == base_digest
 
     dst = f"{live_registry.host}/{unique_repo('podman-dst')}"
     digestfile = tmp_path / f"digest-{uuid.uuid4().hex}"
-    podman("push", "--tls-verify=false", "--signature-policy", podman.policy,
+    podman("push", *podman.remote, "--signature-policy", podman.policy,
            "--digestfile", str(digestfile), src, f"docker://{dst}:oci")  # fmt: skip
     pushed = digestfile.read_text().strip()
     # converted to Docker schema 2 on the way: a different manifest, same content
-    podman("push", "--tls-verify=false", "--signature-policy", podman.policy, "--format", "v2s2",
+    podman("push", *podman.remote, "--signature-policy", podman.policy, "--format", "v2s2",
            "--digestfile", str(digestfile), src, f"docker://{dst}:docker")  # fmt: skip
     pushed_v2s2 = digestfile.read_text().strip()
     assert pushed_v2s2 != pushed
@@ -53,7 +55,7 @@ def test_push_pull_roundtrip(
     podman("rmi", "--all", "--force")
     assert podman("images", "--quiet").stdout.strip() == ""
     for tag, want in (("oci", pushed), ("docker", pushed_v2s2)):
-        podman("pull", "--tls-verify=false", "--signature-policy", podman.policy,
+        podman("pull", *podman.remote, "--signature-policy", podman.policy,
                f"docker://{dst}:{tag}")  # fmt: skip
         # one image (the same config) now known under both manifests' digests
         repo_digests = json.loads(
@@ -76,3 +78,13 @@ def test_push_pull_roundtrip(
         files = image.files()
         assert files["bin/busybox"] == BUSYBOX.read_bytes()
         assert files[MARKER_PATH].decode() == MARKER_TEXT
+
+
+@pytest.mark.usefixtures("auth_enforced")
+def test_pull_without_credentials_is_unauthorized(
+    live_registry: Any, podman: StorageTool, push_base: Callable[..., tuple[str, str]]
+) -> None:
+    """podman pull with no credentials (anonymous pull off) fails, saying unauthorized,
+    and stores no image."""
+    repo, _ = push_base("podman-anon")
+    assert_pull_refused(podman, f"docker://{live_registry.host}/{repo}:v1")

@@ -23,6 +23,7 @@ from e2e_support import (
     DirImage,
     Layout,
     Skopeo,
+    assert_unauthorized,
     layer_tar_bytes,
     sha256_digest,
     unique_repo,
@@ -51,7 +52,11 @@ def test_copy_oci_layout_to_registry(
     # every blob the manifest names comes back byte for byte
     manifest = json.loads(raw)
     for d in [manifest["config"]["digest"], *layer_digests(manifest)]:
-        r = httpx.get(f"{live_registry.url}/v2/{repo}/blobs/{d}", follow_redirects=True)
+        r = httpx.get(
+            f"{live_registry.url}/v2/{repo}/blobs/{d}",
+            auth=live_registry.auth,
+            follow_redirects=True,
+        )
         assert r.status_code == 200, r.text
         assert r.content == busybox_layout.blob(d)
 
@@ -104,7 +109,7 @@ def test_copy_between_repositories(
     assert copied == digest
     assert skopeo.inspect(dst)["Digest"] == digest
     assert skopeo.raw(dst) == skopeo.raw(src)
-    tags = json.loads(skopeo("list-tags", "--tls-verify=false", dst.rsplit(":", 1)[0]).stdout)
+    tags = json.loads(skopeo.list_tags(dst.rsplit(":", 1)[0]).stdout)
     assert tags["Tags"] == ["copied"]
     # the blobs are really there in the new repository (mounted or uploaded)
     pulled = DirImage(tmp_path / "pulled")
@@ -154,14 +159,12 @@ def test_list_tags_returns_every_tag(
         assert r.headers.get("Docker-Content-Digest", digest) == digest
 
     with (
-        httpx.Client(base_url=live_registry.url, timeout=60) as client,
+        httpx.Client(base_url=live_registry.url, auth=live_registry.auth, timeout=60) as client,
         ThreadPoolExecutor(max_workers=8) as pool,
     ):
         list(pool.map(lambda t: put(client, t), sorted(tags)))
 
-    out = json.loads(
-        skopeo("list-tags", "--tls-verify=false", f"docker://{live_registry.host}/{repo}").stdout
-    )
+    out = json.loads(skopeo.list_tags(f"docker://{live_registry.host}/{repo}").stdout)
 
     assert out["Repository"] == f"{live_registry.host}/{repo}"
     listed = out["Tags"]
@@ -175,7 +178,7 @@ def test_delete_manifest_by_digest(live_registry: Any, skopeo: Skopeo, push_base
     skopeo.copy(f"{base}:v1", f"{base}:v2")  # a second tag on the same manifest
     assert skopeo.inspect(f"{base}@{digest}")["Digest"] == digest
 
-    skopeo("delete", "--tls-verify=false", f"{base}@{digest}")
+    skopeo.delete(f"{base}@{digest}")
 
     for ref in (f"{base}@{digest}", f"{base}:v1", f"{base}:v2"):
         with pytest.raises(CommandFailed) as failed:
@@ -183,7 +186,7 @@ def test_delete_manifest_by_digest(live_registry: Any, skopeo: Skopeo, push_base
         assert failed.value.result is not None
         assert "manifest unknown" in failed.value.result.stderr.lower(), failed.value
     # no tag still names the deleted manifest; an empty repository may also be unknown
-    res = skopeo("list-tags", "--tls-verify=false", base, check=False)
+    res = skopeo.list_tags(base, check=False)
     if res.returncode == 0:
         assert json.loads(res.stdout)["Tags"] in ([], None)
     else:
@@ -216,3 +219,22 @@ def test_pull_back_to_oci_layout_and_dir(
     for d in layer_digests(source):
         assert pulled_dir.blob(d) == busybox_layout.blob(d)
     assert pulled_dir.files()["bin/busybox"] == BUSYBOX.read_bytes()
+
+
+@pytest.mark.usefixtures("auth_enforced")
+def test_pull_without_credentials_is_unauthorized(
+    live_registry: Any, skopeo: Skopeo, push_base: PushBase, tmp_path: Path
+) -> None:
+    """Anonymous (no credentials, anonymous pull off): inspect and copy fail, saying
+    unauthorized, and nothing is written; with credentials the same pull works."""
+    repo, digest = push_base("skopeo-anon")
+    ref = f"docker://{live_registry.host}/{repo}:v1"
+    pulled = tmp_path / "pulled"
+    anonymous = skopeo.anonymous()
+    for attempt in (lambda: anonymous.inspect(ref), lambda: anonymous.copy(ref, f"dir:{pulled}")):
+        with pytest.raises(CommandFailed) as failed:
+            attempt()
+        assert failed.value.result is not None, failed.value
+        assert_unauthorized(failed.value.result.stderr)
+    assert not (pulled / "manifest.json").exists()
+    assert skopeo.inspect(ref)["Digest"] == digest

@@ -9,13 +9,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from e2e_support import (
     BUSYBOX,
     MARKER_PATH,
     MARKER_TEXT,
+    CommandFailed,
     DirImage,
     Layout,
     Skopeo,
+    assert_unauthorized,
     layer_files,
     layer_tar_bytes,
     need,
@@ -80,3 +83,22 @@ def test_unpack_modify_repack_push_pull(
     assert (rootfs2 / "bin" / "busybox").read_bytes() == BUSYBOX.read_bytes()
     # the original tag is untouched
     assert skopeo.inspect(f"{remote}:v1")["Digest"] == base_digest
+
+
+@pytest.mark.usefixtures("auth_enforced")
+def test_image_fetched_without_credentials_is_refused(
+    live_registry: Any, skopeo: Skopeo, push_base: Callable[..., tuple[str, str]],
+    client_env: dict[str, str], tmp_path: Path,
+) -> None:  # fmt: skip
+    """umoci reads images through skopeo: with no credentials (anonymous pull off) the
+    fetch into a layout fails, saying unauthorized, and there is nothing to unpack."""
+    umoci = need("umoci")
+    repo, _ = push_base("umoci-anon")
+    layout = Layout(tmp_path / "layout")
+    with pytest.raises(CommandFailed) as failed:
+        skopeo.anonymous().copy(f"docker://{live_registry.host}/{repo}:v1", layout.ref("v1"))
+    assert failed.value.result is not None, failed.value
+    assert_unauthorized(failed.value.result.stderr)
+    unpack = run([umoci, "unpack", "--image", layout.image("v1"), tmp_path / "bundle"],
+                 env=client_env, check=False)  # fmt: skip
+    assert unpack.returncode != 0, unpack
