@@ -9,6 +9,10 @@ exercised and passed, so a failure names the workflow that broke.
 
 The suite marks an API "Skip" when the registry answers that it does not
 support it; only the APIs the spec leaves optional may do that here.
+
+It authenticates as the registry's owner (``OCI_USERNAME`` / ``OCI_PASSWORD``):
+the suite answers the server's Bearer challenge at its token endpoint, as
+docker and containers/image do.
 """
 
 from __future__ import annotations
@@ -98,6 +102,8 @@ class Registry(Protocol):
     """What this module needs of ``live_registry``."""
 
     host: str
+    username: str
+    password: str
 
     def log(self) -> str: ...
 
@@ -196,12 +202,12 @@ def parse_results_yaml(path: Path) -> dict[str, dict[str, str]]:
     return {k: sections.get(k, {}) for k in ("apis", "data")}
 
 
-def suite_environment(host: str, results_dir: Path) -> dict[str, str]:
+def suite_environment(registry: Registry, results_dir: Path) -> dict[str, str]:
     """The suite's settings, from its README; nothing inherited from the caller's OCI_*."""
     run_id = uuid.uuid4().hex[:12]  # fresh repositories: a shared registry may hold old runs
     env = {k: v for k, v in os.environ.items() if not k.startswith("OCI_")}
     env.update(
-        OCI_REGISTRY=host,
+        OCI_REGISTRY=registry.host,
         OCI_TLS="disabled",  # live_registry speaks plain http
         OCI_REPO1=f"conformance-{run_id}/repo1",
         OCI_REPO2=f"conformance-{run_id}/repo2",  # source of cross-repository mounts
@@ -218,6 +224,8 @@ def suite_environment(host: str, results_dir: Path) -> dict[str, str]:
         OCI_API_MANIFESTS_DELETE="true",
         OCI_API_BLOBS_DELETE="true",
     )
+    if registry.username:  # none for an external registry without authentication
+        env.update(OCI_USERNAME=registry.username, OCI_PASSWORD=registry.password)
     return env
 
 
@@ -234,7 +242,7 @@ def suite_run(live_registry: Registry, tmp_path_factory: pytest.TempPathFactory)
         proc = subprocess.run(
             [str(SUITE_BINARY)],
             cwd=results_dir,  # the suite reads ./oci-conformance.yaml if there is one
-            env=suite_environment(live_registry.host, results_dir),
+            env=suite_environment(live_registry, results_dir),
             capture_output=True,
             text=True,
             timeout=SUITE_TIMEOUT,
