@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from hamn.cli.commands.auth import auth
+from hamn.cli.commands.login import login_commands
 from hamn.cli.commands.manifest import manifest
 from hamn.cli.commands.repository import repository
 
@@ -14,3 +15,5 @@ def register(cli: click.Group) -> None:
     cli.add_command(repository)
     cli.add_command(manifest)
     cli.add_command(auth)
+    for command in login_commands.commands.values():
+        cli.add_command(command)
