@@ -94,3 +94,40 @@ CREDENTIAL = columns(
     ("PASSWORD", ("passwords", 0, "value")),
     ("PASSWORD2", ("passwords", 1, "value")),
 )
+
+
+def last_segment(text: str) -> str:
+    """The last segment of a resource id (``/registries/r/scopeMaps/s`` -> ``s``)."""
+    return text.rstrip("/").rsplit("/", 1)[-1] or " "
+
+
+#: ``hamn token list|show|create|update``.
+TOKEN = columns(
+    ("NAME", ("name",)),
+    ("SCOPE MAP", ("scopeMapId",), last_segment),
+    ("STATUS", ("status",)),
+    ("PROVISIONING STATE", ("provisioningState",)),
+    ("CREATION DATE", ("creationDate",), timestamp),
+)
+
+#: ``hamn scope-map list|show|create|update``.
+SCOPE_MAP = columns(
+    ("NAME", ("name",)),
+    ("TYPE", ("scopeMapType",)),
+    ("CREATION DATE", ("creationDate",), timestamp),
+    ("DESCRIPTION", ("description",)),
+)
+
+
+def token_credential(result: Any) -> list[OrderedDict[str, str]]:
+    """``hamn token credential generate``: the username and each password by its name."""
+    rows = []
+    for item in _items(result):
+        row: OrderedDict[str, str] = OrderedDict([("USERNAME", field(item, "username"))])
+        passwords = item.get("passwords") if isinstance(item, dict) else None
+        by_name = {p.get("name"): p for p in passwords or [] if isinstance(p, dict)}
+        for name in ("password1", "password2"):
+            row[name.upper()] = field(by_name, name, "value")
+            row[f"{name.upper()} EXPIRY"] = timestamp(field(by_name, name, "expiry"))
+        rows.append(row)
+    return rows

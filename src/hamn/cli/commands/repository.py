@@ -4,7 +4,8 @@ Results have az's shapes: ``list`` and ``show-tags`` give names,
 ``show-manifests`` gives ``[{digest, tags, timestamp}]`` (``--detail``: the
 server's full entries), ``show`` gives the repository, tag or manifest object,
 ``delete --repository`` gives what was deleted; ``delete --image`` and
-``untag`` print nothing.
+``untag`` print nothing; ``update`` sends ACR's ``PATCH`` of the changeable
+attributes (``deleteEnabled``, ``writeEnabled``, ``listEnabled``, ``readEnabled``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from urllib.parse import quote
 import click
 
 from hamn.cli.client import RegistryClient, RegistryError
+from hamn.cli.commands.api import BOOLEAN, call
 from hamn.cli.context import (
     HamnGroup,
     Invocation,
@@ -301,3 +303,57 @@ def untag(inv: Invocation, registry: str, image: str) -> None:
     client = inv.client(registry)
     with server_errors(not_found=image_not_found(registry, ref)):
         client.delete(client.acr_path(ref.repository, "_tags", ref.tag))
+
+
+#: ``repository update`` flags and the changeable attributes they set.
+LOCK_FLAGS = {
+    "delete_enabled": "deleteEnabled",
+    "write_enabled": "writeEnabled",
+    "list_enabled": "listEnabled",
+    "read_enabled": "readEnabled",
+}
+
+
+@command(repository, "update")
+@registry_option("-n", "--name")
+@click.option("--repository", metavar="REPOSITORY", help="The repository to change.")
+@click.option(
+    "-t",
+    "--image",
+    metavar="IMAGE",
+    help="The image to change: 'repository:tag' (the tag) or 'repository@digest' (the manifest).",
+)
+@click.option("--delete-enabled", type=BOOLEAN, help="Whether it may be deleted.")
+@click.option(
+    "--write-enabled", type=BOOLEAN, help="Whether it may be overwritten (false also: deleted)."
+)
+@click.option("--list-enabled", type=BOOLEAN, help="Whether it shows in lists.")
+@click.option("--read-enabled", type=BOOLEAN, help="Whether it may be pulled.")
+def update(
+    inv: Invocation,
+    registry: str,
+    repository: str | None,
+    image: str | None,
+    **locks: bool | None,
+) -> Any:
+    """Lock or unlock a repository, a tag or a manifest (its changeable attributes)."""
+    one_of(repository, image)
+    body = {LOCK_FLAGS[flag]: value for flag, value in locks.items() if value is not None}
+    if not body:
+        raise usage_error(
+            "give at least one of --delete-enabled, --write-enabled, --list-enabled, "
+            "--read-enabled (true or false)."
+        )
+    client = inv.client(registry)
+    if repository:
+        repo = repo_arg(repository)
+        with server_errors(not_found=repository_not_found(registry, repo)):
+            return call(client, "PATCH", client.acr_path(repo), body)
+    assert image is not None
+    ref = image_arg(image)
+    kind, reference = ("tag", ref.tag) if ref.tag else ("manifest", ref.digest)
+    assert reference is not None
+    path = client.acr_path(ref.repository, f"_{kind}s", reference)
+    with server_errors(not_found=image_not_found(registry, ref)):
+        answer = call(client, "PATCH", path, body)
+    return answer.get(kind, answer) if isinstance(answer, dict) else answer
