@@ -38,7 +38,7 @@ from hamn.errors import (
 )
 from hamn.http import management_models as m
 from hamn.http.errors import mark_body_complete
-from hamn.metadata.identities import IdentityStore, Principal, RoleAssignmentRecord, ScopeMap
+from hamn.metadata.identities import IdentityStore, Principal, RoleAssignmentRecord
 from hamn.metadata.store import MetadataStore
 from hamn.services.identity import Identity, IdentityKind
 from hamn.services.management import (
@@ -47,6 +47,7 @@ from hamn.services.management import (
     IssuedToken,
     ManagedRegistry,
     ManagementService,
+    RegistryScopeMap,
 )
 
 #: The largest request body accepted (every management body is far smaller).
@@ -213,9 +214,10 @@ def _admin(passwords: AdminPasswords) -> m.AdminCredentials:
     )
 
 
-def _scope_map(registry: str, scope_map: ScopeMap) -> m.ScopeMap:
+def _scope_map(found: RegistryScopeMap) -> m.ScopeMap:
+    scope_map = found.scope_map
     return m.ScopeMap(
-        id=f"/registries/{registry}/scopeMaps/{scope_map.name}",
+        id=f"/registries/{found.registry}/scopeMaps/{scope_map.name}",
         name=scope_map.name,
         description=scope_map.description,
         actions=list(scope_map.actions),
@@ -559,24 +561,22 @@ class ManagementApi:
     # -- scope maps ----------------------------------------------------------------------------
     async def list_scope_maps(self, request: Request, caller: Identity, _: None) -> Response:
         """``GET .../scopeMaps``."""
-        registry = request.path_params["registry"]
-        found = await self.service.list_scope_maps(caller, registry)
-        return _values([_scope_map(registry, s) for s in found])
+        found = await self.service.list_scope_maps(caller, request.path_params["registry"])
+        return _values([_scope_map(s) for s in found])
 
     async def create_scope_map(
         self, request: Request, caller: Identity, body: m.ScopeMapCreate
     ) -> Response:
         """``POST .../scopeMaps``."""
-        registry = request.path_params["registry"]
         created = await self.service.create_scope_map(
-            caller, registry, body.name, body.actions, body.description
+            caller, request.path_params["registry"], body.name, body.actions, body.description
         )
-        return _json(_scope_map(registry, created), 201)
+        return _json(_scope_map(created), 201)
 
     async def get_scope_map(self, request: Request, caller: Identity, _: None) -> Response:
         """``GET .../scopeMaps/{scopeMap}``."""
         registry, name = request.path_params["registry"], request.path_params["scopeMap"]
-        return _json(_scope_map(registry, await self.service.get_scope_map(caller, registry, name)))
+        return _json(_scope_map(await self.service.get_scope_map(caller, registry, name)))
 
     async def update_scope_map(
         self, request: Request, caller: Identity, body: m.ScopeMapUpdate
@@ -586,7 +586,7 @@ class ManagementApi:
         updated = await self.service.update_scope_map(
             caller, registry, name, actions=body.actions, description=body.description
         )
-        return _json(_scope_map(registry, updated))
+        return _json(_scope_map(updated))
 
     async def delete_scope_map(self, request: Request, caller: Identity, _: None) -> Response:
         """``DELETE .../scopeMaps/{scopeMap}``."""
@@ -598,9 +598,8 @@ class ManagementApi:
     # -- tokens --------------------------------------------------------------------------------
     async def list_tokens(self, request: Request, caller: Identity, _: None) -> Response:
         """``GET .../tokens``."""
-        registry = request.path_params["registry"]
-        tokens = await self.service.list_tokens(caller, registry)
-        return _values([_token(IssuedToken(registry, t)) for t in tokens])
+        tokens = await self.service.list_tokens(caller, request.path_params["registry"])
+        return _values([_token(t) for t in tokens])
 
     async def create_token(
         self, request: Request, caller: Identity, body: m.TokenCreate

@@ -148,6 +148,14 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class RegistryScopeMap:
+    """A scope map with its registry's name as stored (for ids)."""
+
+    registry: str
+    scope_map: ScopeMap
+
+
+@dataclass(frozen=True, slots=True)
 class IssuedToken:
     """A token with the values of the passwords just made (shown this once only)."""
 
@@ -547,10 +555,11 @@ class ManagementService:
         parsed = [str(_parsed(parse_scope_map_action, a, BODY_INVALID)) for a in actions]
         return list(dict.fromkeys(parsed))
 
-    async def list_scope_maps(self, identity: Identity, registry: str) -> list[ScopeMap]:
+    async def list_scope_maps(self, identity: Identity, registry: str) -> list[RegistryScopeMap]:
         """The registry's scope maps (READ)."""
         info = await self._registry(identity, registry, _M.READ)
-        return await self._store(self._identities.list_scope_maps(info.name))
+        found = await self._store(self._identities.list_scope_maps(info.name))
+        return [RegistryScopeMap(info.name, s) for s in found]
 
     async def create_scope_map(
         self,
@@ -559,7 +568,7 @@ class ManagementService:
         name: str,
         actions: Sequence[str],
         description: str | None = None,
-    ) -> ScopeMap:
+    ) -> RegistryScopeMap:
         """Create a scope map (WRITE); actions are ``repositories/<repo>/<action>``."""
         info = await self._registry(identity, registry, _M.WRITE)
         _check_name(
@@ -568,17 +577,18 @@ class ManagementService:
             "scope map names are 5 to 50 letters, digits, '-' and '_' (^[a-zA-Z0-9_-]{5,50}$)",
         )
         checked = self._actions(actions)
-        return await self._store(
+        made = await self._store(
             self._identities.create_scope_map(info.name, name, checked, description)
         )
+        return RegistryScopeMap(info.name, made)
 
-    async def get_scope_map(self, identity: Identity, registry: str, name: str) -> ScopeMap:
+    async def get_scope_map(self, identity: Identity, registry: str, name: str) -> RegistryScopeMap:
         """One scope map (READ)."""
         info = await self._registry(identity, registry, _M.READ)
         found = await self._identities.get_scope_map(info.name, name)
         if found is None:
             raise _not_found(NotFound("scope map", name))
-        return found
+        return RegistryScopeMap(info.name, found)
 
     async def update_scope_map(
         self,
@@ -588,15 +598,16 @@ class ManagementService:
         *,
         actions: Sequence[str] | None = None,
         description: str | None = None,
-    ) -> ScopeMap:
+    ) -> RegistryScopeMap:
         """Replace a scope map's actions and/or description (WRITE)."""
         info = await self._registry(identity, registry, _M.WRITE)
         checked = self._actions(actions) if actions is not None else None
-        return await self._store(
+        updated = await self._store(
             self._identities.update_scope_map(
                 info.name, name, actions=checked, description=description
             )
         )
+        return RegistryScopeMap(info.name, updated)
 
     async def delete_scope_map(self, identity: Identity, registry: str, name: str) -> None:
         """Delete a scope map (WRITE); IN_USE, naming them, while tokens use it."""
@@ -631,10 +642,11 @@ class ManagementService:
         )
         return secret
 
-    async def list_tokens(self, identity: Identity, registry: str) -> list[Token]:
+    async def list_tokens(self, identity: Identity, registry: str) -> list[IssuedToken]:
         """The registry's tokens (READ), without password values."""
         info = await self._registry(identity, registry, _M.READ)
-        return await self._store(self._identities.list_tokens(info.name))
+        found = await self._store(self._identities.list_tokens(info.name))
+        return [IssuedToken(info.name, t) for t in found]
 
     async def create_token(
         self,

@@ -264,20 +264,23 @@ def test_scope_maps(world: World) -> None:
         made = await s.create_scope_map(
             boss, "mapsreg", "readers", ["repositories/samples/*/content/read"] * 2, "pull samples"
         )
-        assert made.actions == ("repositories/samples/*/content/read",)
+        assert made.registry == "mapsreg"
+        assert made.scope_map.actions == ("repositories/samples/*/content/read",)
         await fails(
             "ALREADY_EXISTS",
             s.create_scope_map(boss, "mapsreg", "READERS", ["repositories/a/content/read"]),
         )
-        updated = await s.update_scope_map(
-            boss, "mapsreg", "readers", actions=["repositories/a/metadata/read"]
-        )
+        updated = (
+            await s.update_scope_map(
+                boss, "mapsreg", "readers", actions=["repositories/a/metadata/read"]
+            )
+        ).scope_map
         assert (
             updated.actions == ("repositories/a/metadata/read",)
             and updated.description == "pull samples"
         )
-        assert (await s.get_scope_map(boss, "mapsreg", "readers")).actions == updated.actions
-        assert [m.name for m in await s.list_scope_maps(boss, "mapsreg")] == ["readers"]
+        assert (await s.get_scope_map(boss, "mapsreg", "readers")).scope_map == updated
+        assert [m.scope_map.name for m in await s.list_scope_maps(boss, "mapsreg")] == ["readers"]
         await s.create_token(boss, "mapsreg", "user-one", "readers", no_passwords=True)
         err = await fails("IN_USE", s.delete_scope_map(boss, "mapsreg", "readers"))
         assert "user-one" in err.message
@@ -325,7 +328,10 @@ def test_tokens(world: World) -> None:
         updated = await s.update_token(boss, "tokenreg", "bare-token", status="enabled")
         assert updated.token.status == "enabled"
         assert (await s.get_token(boss, "tokenreg", "ci-token")).values == {}
-        assert [t.name for t in await s.list_tokens(boss, "tokenreg")] == ["bare-token", "ci-token"]
+        assert [t.token.name for t in await s.list_tokens(boss, "tokenreg")] == [
+            "bare-token",
+            "ci-token",
+        ]
         await s.delete_token(boss, "tokenreg", "bare-token")
         await fails("NOT_FOUND", s.get_token(boss, "tokenreg", "bare-token"))
 
