@@ -56,6 +56,22 @@ def _prepare(settings: Settings) -> tuple[bool, str | None]:
     return first_start, password
 
 
+def _hand_over_password(settings: Settings, password: str) -> str:
+    """Where the banner shows a generated first-owner password.
+
+    On a terminal it is shown as is, once. Otherwise stderr is probably a log
+    (systemd, a container runtime), where a password must never land, so it goes
+    to a 0600 file in the data directory and the banner names the file.
+    """
+    if sys.stderr.isatty():
+        return f"password: {password}"
+    path = settings.data_dir / "bootstrap-password"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password + "\n")
+    return f"password in {path} (delete the file once you have signed in)"
+
+
 def _banner(settings: Settings, first_start: bool, password: str | None) -> str:
     address = f"{settings.host}:{settings.port}"
 
@@ -85,9 +101,10 @@ def _banner(settings: Settings, first_start: bool, password: str | None) -> str:
         lines.append("  (first start: created the data directory and the database)")
     if password:
         lines += [
-            f"  first owner:    {settings.bootstrap_username}, password: {password}",
-            "                  (shown this once; it is stored only as a hash. Set",
-            "                  HAMN_BOOTSTRAP_PASSWORD to choose it instead.)",
+            f"  first owner:    {settings.bootstrap_username}, "
+            + _hand_over_password(settings, password),
+            "                  (the server keeps only a hash; set HAMN_BOOTSTRAP_PASSWORD",
+            "                  to choose it instead)",
         ]
     return "\n".join(lines)
 

@@ -171,6 +171,8 @@ class AuthService:
         self.access_lifetime = access_lifetime
         self._clock = clock
         self._cache = _VersionedCache()
+        self._verified: OrderedDict[tuple[str, tokens.GrantType, str | None], tokens.TokenClaims]
+        self._verified = OrderedDict()
         self._keyring: tokens.KeyRing | None = None
         self._keyring_loaded: datetime | None = None
         self._keyring_lock = asyncio.Lock()
@@ -409,16 +411,30 @@ class AuthService:
     ) -> tokens.TokenClaims:
         """Verify a token; ``audience=None`` accepts any audience (refresh tokens prove
         an identity wherever they are shown; what it may do is decided per request).
-        Raises :class:`hamn.auth.tokens.TokenError`."""
+        Raises :class:`hamn.auth.tokens.TokenError`.
+
+        A verified token's claims are kept (bounded, until the token expires), so a
+        client sending the same bearer token on every request pays for the
+        signature check once: the claims of a signed token cannot change.
+        """
         now = self._clock()
+        key = (token, grant_type, audience)
+        known = self._verified.get(key)
+        if known is not None and known.expires_at > now - tokens.LEEWAY:
+            self._verified.move_to_end(key)
+            return known
         ring = await self.keyring()
         kid = _unverified_kid(token)
         if kid is not None and ring.verification_key(kid, now) is None:
             ring = await self.keyring(refresh=True)
         expected = audience if audience is not None else _unverified_audience(token)
-        return tokens.verify(
+        claims = tokens.verify(
             token, ring, audience=expected, issuer=ISSUER, grant_type=grant_type, now=now
         )
+        self._verified[key] = claims
+        if len(self._verified) > _CACHE_ENTRIES:
+            self._verified.popitem(last=False)
+        return claims
 
     async def issue(
         self,
