@@ -304,6 +304,10 @@ class RequestAuth:
         caller = await self.caller(request, version)
         identity = caller.identity
         describe_request(identity=identity.name)
+        if kind is RouteKind.BASE:  # any identity may log in; no registry is needed
+            if identity.kind is IdentityKind.ANONYMOUS:
+                raise self.unauthorized(request, "authentication required")
+            return True
         required = required_access(request.method, kind, name, mount_from)
         info = None
         if target is not None:
@@ -336,8 +340,6 @@ class RequestAuth:
                     else frozenset()
                 )
                 full[resource] = held
-        if kind is RouteKind.BASE and identity.kind is IdentityKind.ANONYMOUS:
-            raise self.unauthorized(request, "authentication required")
         access = caller.access
         held_now = full if access is None else {r: narrow(a, access, r) for r, a in full.items()}
         decision = decide(lambda r: held_now.get(r, frozenset()), required)
