@@ -6,6 +6,11 @@ fresh data directory under bench/results/, in random order. Pulls use curl; push
 small-layer and tag workloads use a small Go client (bench/client, built at bench time);
 request rates use wrk, and the Go client for HEAD (wrk 4.1 hangs on HEAD responses).
 Everything talks to 127.0.0.1 only, and every loop is bounded in count and in time.
+
+hamn runs with authentication on, as it always does, and is measured the way clients
+reach it: the Go client does the token flow (401, token from the realm with Basic,
+Bearer, reused per scope), and wrk, curl and the HEAD load send a Bearer token that
+the Go client fetched. Distribution runs without authentication (see bench/README.md).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import os
 import platform
 import random
 import re
+import secrets
 import shlex
 import shutil
 import signal
@@ -347,9 +353,9 @@ def build_client() -> Path:
     return CLIENT_BIN
 
 
-def client(*args: str, timeout: float = 300) -> dict[str, Any]:
-    """Run a benchclient subcommand and return its JSON result."""
-    r = run([str(CLIENT_BIN), *args], timeout)
+def client(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run a benchclient subcommand and return its JSON result (``env``: its environment)."""
+    r = run([str(CLIENT_BIN), *args], timeout, env=env)
     if r.returncode != 0:
         raise BenchError((r.stderr or r.stdout).strip() or f"benchclient exited {r.returncode}")
     try:
@@ -361,9 +367,16 @@ def client(*args: str, timeout: float = 300) -> dict[str, Any]:
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 
-def wrk(url: str, script: str, settings: Settings, seconds: int | None = None) -> dict[str, Any]:
-    """Run wrk (after a warm-up run) and return req/s and latency percentiles in ms."""
-    secs = seconds or settings.load_seconds
+def wrk(
+    url: str, script: str, settings: Settings, authorization: str | None = None
+) -> dict[str, Any]:
+    """Run wrk (after a warm-up run) and return req/s and latency percentiles in ms.
+
+    ``authorization`` is sent as the Authorization header (the scripts read it from
+    BENCH_AUTHORIZATION).
+    """
+    secs = settings.load_seconds
+    env = {**os.environ, "BENCH_AUTHORIZATION": authorization or ""}
     base = [
         "wrk",
         f"-t{settings.threads}",
@@ -374,8 +387,8 @@ def wrk(url: str, script: str, settings: Settings, seconds: int | None = None) -
         "-s",
         str(WRK_DIR / script),
     ]
-    run([*base, f"-d{settings.warmup_seconds}s", url], settings.warmup_seconds + 30)
-    r = run([*base, f"-d{secs}s", url], secs + 60)
+    run([*base, f"-d{settings.warmup_seconds}s", url], settings.warmup_seconds + 30, env=env)
+    r = run([*base, f"-d{secs}s", url], secs + 60, env=env)
     out = r.stdout
     if r.returncode != 0:
         raise BenchError(f"wrk failed ({r.returncode}): {r.stderr.strip() or out.strip()}")
@@ -422,10 +435,13 @@ def load(url: str, method: str, settings: Settings, headers: list[str]) -> dict[
     return res
 
 
-def curl_get(url: str, expect_bytes: int, timeout: float = 300) -> dict[str, Any]:
+def curl_get(
+    url: str, expect_bytes: int, timeout: float = 300, headers: list[str] | None = None
+) -> dict[str, Any]:
     r = run(
         [
             "curl",
+            *(arg for h in headers or [] for arg in ("-H", h)),
             "-sS",
             "-o",
             "/dev/null",
@@ -606,6 +622,8 @@ class TargetSpec:
     version: str = ""
     kind: str = "distribution"
     env: dict[str, str] = field(default_factory=dict)
+    #: (username, password) the clients sign in with; None: no authentication
+    creds: tuple[str, str] | None = None
 
 
 def hamn_spec(cmd: str | None) -> TargetSpec | str:
@@ -628,7 +646,10 @@ def hamn_spec(cmd: str | None) -> TargetSpec | str:
     with contextlib.suppress(BenchError, OSError):
         v = run([*prefix, "--version"], 30, env=env)
         version = v.stdout.strip() if v.returncode == 0 else ""
-    return TargetSpec(HAMN, prefix, version or "working tree", "hamn", env)
+    # hamn always authenticates: its first owner is made from these on first start.
+    creds = ("bench-owner", secrets.token_urlsafe(24))
+    env.update(HAMN_BOOTSTRAP_USERNAME=creds[0], HAMN_BOOTSTRAP_PASSWORD=creds[1])
+    return TargetSpec(HAMN, prefix, version or "working tree", "hamn", env, creds)
 
 
 def distribution_spec(name: str, binary: str) -> TargetSpec | str:
@@ -705,6 +726,34 @@ class TargetRun:
         self.results: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
         self.rss = RssSampler(proc.pid)
+        self.client_env = None
+        if spec.creds:
+            self.client_env = {
+                **os.environ,
+                "BENCH_USERNAME": spec.creds[0],
+                "BENCH_PASSWORD": spec.creds[1],
+            }
+
+    def client(self, *args: str, timeout: float = 300) -> dict[str, Any]:
+        """benchclient against this target, with its credentials if it has any."""
+        return client(*args, timeout=timeout, env=self.client_env)
+
+    def authorization(self, scope: str, seconds: float) -> dict[str, str]:
+        """The header a client that holds a token for ``scope`` sends (none when the
+        target has no authentication); the token must outlive ``seconds``."""
+        if not self.spec.creds:
+            return {}
+        t = self.client("token", "-url", self.url, "-scope", scope, timeout=60)
+        if t["usable_seconds"] < seconds:
+            raise BenchError(
+                f"a token for {scope} is reusable for {t['usable_seconds']:.0f} s, "
+                f"the run needs {seconds:.0f} s"
+            )
+        return {"Authorization": f"Bearer {t['token']}"}
+
+    def load_seconds(self) -> float:
+        """How long one wrk or load step sends requests (warm-up included), with margin."""
+        return self.s.warmup_seconds + self.s.load_seconds + 30
 
     def step(self, key: str, fn: Callable[[], Any]) -> Any:
         say(f"  {self.spec.name}: {key}")
@@ -747,17 +796,9 @@ class TargetRun:
                 self.step("blob_pull", lambda: self.pull(pushed["last_digest"]))
             self.rss.set_phase("manifest")
             if self.step("manifest_setup", self.manifest_setup):
-                self.step(
-                    "manifest_get", lambda: wrk(self.manifest_url, "manifest_get.lua", self.s)
-                )
-                self.step(
-                    "manifest_head",
-                    lambda: load(self.manifest_url, "HEAD", self.s, [f"Accept: {ACCEPT}"]),
-                )
-                self.step(
-                    "manifest_get_benchclient",
-                    lambda: load(self.manifest_url, "GET", self.s, [f"Accept: {ACCEPT}"]),
-                )
+                self.step("manifest_get", self.manifest_get)
+                self.step("manifest_head", lambda: self.manifest_load("HEAD"))
+                self.step("manifest_get_benchclient", lambda: self.manifest_load("GET"))
             self.rss.set_phase("tags")
             if self.step("tags_setup", lambda: self.make_tags("bench/tags1k", self.s.tags_list)):
                 self.step("tags_list", self.tags_list)
@@ -774,7 +815,7 @@ class TargetRun:
     def small_push(self) -> dict[str, Any]:
         for i in range(3):
             for mode in ("mono", "chunked"):
-                client(
+                self.client(
                     "push",
                     "-url",
                     self.url,
@@ -798,7 +839,7 @@ class TargetRun:
         last = ""
         for i in range(self.s.reps):
             for mode in ("mono", "chunked"):
-                r = client(
+                r = self.client(
                     "push",
                     "-url",
                     self.url,
@@ -828,8 +869,9 @@ class TargetRun:
 
     def pull(self, digest: str) -> dict[str, Any]:
         size = self.blob.stat().st_size
+        auth = header_lines(self.authorization("repository:bench/big:pull", 60 * self.s.reps))
         speeds = [
-            curl_get(f"{self.url}/v2/bench/big/blobs/{digest}", size)["mib_s"]
+            curl_get(f"{self.url}/v2/bench/big/blobs/{digest}", size, headers=auth)["mib_s"]
             for _ in range(self.s.reps)
         ]
         return {"mib_s": summary(speeds)}
@@ -839,11 +881,22 @@ class TargetRun:
     def manifest_url(self) -> str:
         return f"{self.url}/v2/bench/manifest/manifests/v0"
 
+    def manifest_get(self) -> dict[str, Any]:
+        auth = self.authorization("repository:bench/manifest:pull", self.load_seconds())
+        return wrk(self.manifest_url, "manifest_get.lua", self.s, auth.get("Authorization"))
+
+    def manifest_load(self, method: str) -> dict[str, Any]:
+        auth = self.authorization("repository:bench/manifest:pull", self.load_seconds())
+        return load(self.manifest_url, method, self.s, [f"Accept: {ACCEPT}", *header_lines(auth)])
+
     def manifest_setup(self) -> dict[str, Any]:
-        r = client("tags", "-url", self.url, "-repo", "bench/manifest", "-n", "1", "-prefix", "v")
+        r = self.client(
+            "tags", "-url", self.url, "-repo", "bench/manifest", "-n", "1", "-prefix", "v"
+        )
         path = "/v2/bench/manifest/manifests/v0"
+        headers = {"Accept": ACCEPT, **self.authorization("repository:bench/manifest:pull", 60)}
         for method in ("GET", "HEAD"):
-            status, hdrs, body = http_request(self.port, method, path, {"Accept": ACCEPT})
+            status, hdrs, body = http_request(self.port, method, path, headers)
             if status != 200:
                 raise BenchError(f"{method} {path}: HTTP {status}: {body[:300]!r}")
             if hdrs.get("docker-content-digest") != r["manifest_digest"]:
@@ -856,7 +909,7 @@ class TargetRun:
 
     # -- 4. tags
     def make_tags(self, repo: str, n: int) -> dict[str, Any]:
-        r = client(
+        r = self.client(
             "tags",
             "-url",
             self.url,
@@ -874,19 +927,22 @@ class TargetRun:
 
     def tags_list(self) -> dict[str, Any]:
         path = "/v2/bench/tags1k/tags/list"
-        status, _, body = http_request(self.port, "GET", path, {"Accept": "application/json"})
+        auth = self.authorization("repository:bench/tags1k:pull", self.load_seconds() + 60)
+        status, _, body = http_request(
+            self.port, "GET", path, {"Accept": "application/json", **auth}
+        )
         if status != 200:
             raise BenchError(f"GET {path}: HTTP {status}: {body[:300]!r}")
         got = len(json.loads(body).get("tags") or [])
         if got != self.s.tags_list:
             raise BenchError(f"GET {path} returned {got} tags, want {self.s.tags_list}")
-        res = wrk(self.url + path, "tags_list.lua", self.s)
+        res = wrk(self.url + path, "tags_list.lua", self.s, auth.get("Authorization"))
         res["response_bytes"] = len(body)
         return res
 
     def walk(self) -> dict[str, Any]:
         walks = [
-            client(
+            self.client(
                 "walk",
                 "-url",
                 self.url,
@@ -926,7 +982,7 @@ class TargetRun:
     def small_layers(self, mode: str) -> dict[str, Any]:
         runs = []
         for _ in range(self.s.reps):
-            r = client(
+            r = self.client(
                 "smallpush",
                 "-url",
                 self.url,
@@ -977,6 +1033,11 @@ class TargetRun:
             res["flat"] = growth <= RSS_GROWTH_LIMIT
         res["idle_mib"] = peaks.get("start", 0) / MiB
         self.results["memory"] = res
+
+
+def header_lines(headers: dict[str, str]) -> list[str]:
+    """``Name: value`` lines, as curl -H and benchclient -H take them."""
+    return [f"{name}: {value}" for name, value in headers.items()]
 
 
 def brief(value: Any) -> str:
@@ -1470,6 +1531,7 @@ def main(argv: list[str]) -> int:
             say(f"bench: starting {spec.name} ({spec.version})")
             entry: dict[str, Any] = {
                 "version": spec.version,
+                "auth": "bearer tokens (token flow)" if spec.creds else "none",
                 "results": {},
                 "errors": {},
                 "loadavg_before": loadavg(),

@@ -13,6 +13,14 @@
 //	sink       an HTTP server that accepts uploads and discards them, to
 //	           measure what this client can do against a server that costs
 //	           nothing (the client's ceiling)
+//	token      get a bearer token for a scope (for wrk, curl and load, which
+//	           send a prebuilt Authorization header)
+//
+// With BENCH_USERNAME and BENCH_PASSWORD in the environment it authenticates the
+// way registry clients (docker, containers/image) do: a 401 from /v2/ names the
+// token realm; a token per scope is fetched there with Basic credentials, sent
+// as a Bearer token, and reused until it is about to expire. Without them it
+// sends no credentials (Distribution as benchmarked runs without auth).
 //
 // Only loopback addresses are accepted as targets. Every loop is bounded in
 // count and in time.
@@ -55,6 +63,7 @@ func main() {
 		"walk":      cmdWalk,
 		"sink":      cmdSink,
 		"load":      cmdLoad,
+		"token":     cmdToken,
 	}
 	fn, ok := cmds[os.Args[1]]
 	if !ok {
@@ -78,6 +87,7 @@ func main() {
 type registry struct {
 	base   *url.URL
 	client *http.Client
+	auth   *tokenAuth // nil: send no credentials
 }
 
 func newRegistry(raw string, conns int, timeout time.Duration) (*registry, error) {
@@ -99,7 +109,12 @@ func newRegistry(raw string, conns int, timeout time.Duration) (*registry, error
 		WriteBufferSize:     256 << 10,
 		ReadBufferSize:      64 << 10,
 	}
-	return &registry{base: u, client: &http.Client{Transport: tr, Timeout: timeout}}, nil
+	r := &registry{base: u, client: &http.Client{Transport: tr, Timeout: timeout}}
+	if user := os.Getenv("BENCH_USERNAME"); user != "" {
+		r.auth = &tokenAuth{user: user, pass: os.Getenv("BENCH_PASSWORD"),
+			tokens: map[string]bearer{}}
+	}
+	return r, nil
 }
 
 // resolve turns a Location header (absolute or relative) into a URL.
@@ -136,11 +151,18 @@ func (r *registry) do(ctx context.Context, method, u string, body io.Reader, siz
 	}
 	if body != nil {
 		req.ContentLength = size
+		if seeker, ok := body.(io.ReadSeeker); ok && req.GetBody == nil {
+			// So that a request refused for its token can be sent again.
+			req.GetBody = func() (io.ReadCloser, error) {
+				_, err := seeker.Seek(0, io.SeekStart)
+				return io.NopCloser(seeker), err
+			}
+		}
 	}
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
-	resp, err := r.client.Do(req)
+	resp, err := r.send(req)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -197,6 +219,282 @@ func (r *registry) pushBytes(ctx context.Context, repo string, data []byte) erro
 		return err
 	}
 	return expect(resp, body, "PUT", put, 201)
+}
+
+// ---------------------------------------------------------------- auth
+
+// tokenAuth is the Docker registry token flow of real clients: learn the realm
+// from a 401 on /v2/, get a token per scope from it with Basic credentials, send
+// it as a Bearer token and reuse it until shortly before it expires.
+type tokenAuth struct {
+	user, pass string
+
+	mu      sync.Mutex
+	realm   string // "" until the first challenge
+	service string
+	basic   bool // the server asked for Basic, not a token
+	tokens  map[string]bearer
+}
+
+type bearer struct {
+	value   string
+	expires time.Time
+}
+
+// challenge is a parsed WWW-Authenticate header.
+type challenge struct {
+	scheme string
+	params map[string]string
+}
+
+func parseChallenge(h string) challenge {
+	scheme, rest, _ := strings.Cut(strings.TrimSpace(h), " ")
+	c := challenge{scheme: strings.ToLower(scheme), params: map[string]string{}}
+	for rest = strings.TrimSpace(rest); rest != ""; rest = strings.TrimSpace(rest) {
+		k, v, ok := strings.Cut(rest, "=")
+		if !ok {
+			break
+		}
+		k = strings.ToLower(strings.TrimSpace(k))
+		if strings.HasPrefix(v, `"`) {
+			end := strings.Index(v[1:], `"`)
+			if end < 0 {
+				c.params[k] = v[1:]
+				break
+			}
+			c.params[k], rest = v[1:end+1], strings.TrimPrefix(v[end+2:], ",")
+		} else {
+			c.params[k], rest, _ = strings.Cut(v, ",")
+		}
+	}
+	return c
+}
+
+// scopeFor is the scope a client asks a token for before this request: pull for
+// reads, pull and push for writes, of the repository the path names; "" for /v2/.
+func scopeFor(method, path string) string {
+	name := strings.TrimPrefix(path, "/v2/")
+	cut := -1
+	for _, kind := range []string{"/blobs/", "/manifests/", "/tags/", "/referrers/"} {
+		cut = max(cut, strings.LastIndex(name, kind))
+	}
+	if cut <= 0 {
+		return ""
+	}
+	actions := "pull,push"
+	if method == http.MethodGet || method == http.MethodHead {
+		actions = "pull"
+	}
+	return "repository:" + name[:cut] + ":" + actions
+}
+
+// learn takes the realm and service (or a Basic scheme) from a 401 answer.
+func (a *tokenAuth) learn(resp *http.Response) challenge {
+	c := parseChallenge(resp.Header.Get("WWW-Authenticate"))
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch c.scheme {
+	case "bearer":
+		a.realm, a.service = c.params["realm"], c.params["service"]
+	case "basic":
+		a.basic = true
+	}
+	return c
+}
+
+// ping asks /v2/ for the server's challenge, once.
+func (r *registry) ping(ctx context.Context) error {
+	r.auth.mu.Lock()
+	known := r.auth.realm != "" || r.auth.basic
+	r.auth.mu.Unlock()
+	if known {
+		return nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.url("/v2/"), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusUnauthorized {
+		r.auth.learn(resp)
+	}
+	return nil
+}
+
+// token returns a bearer token for scope, fetching one when there is none that
+// still has 10% of its life (at least 5 s) left. "" when the server wants none.
+func (r *registry) token(ctx context.Context, scope string) (string, error) {
+	if err := r.ping(ctx); err != nil {
+		return "", err
+	}
+	a := r.auth
+	a.mu.Lock()
+	defer a.mu.Unlock() // fetches are rare: one at a time keeps them from piling up
+	if a.realm == "" {
+		return "", nil
+	}
+	if t, ok := a.tokens[scope]; ok && time.Now().Before(t.expires) {
+		return t.value, nil
+	}
+	q := url.Values{}
+	if a.service != "" {
+		q.Set("service", a.service)
+	}
+	if scope != "" {
+		q.Set("scope", scope)
+	}
+	realm := a.realm
+	if len(q) > 0 {
+		realm = withQueryString(realm, q.Encode())
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, realm, nil)
+	if err != nil {
+		return "", err
+	}
+	req.SetBasicAuth(a.user, a.pass)
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Token       string `json:"token"`
+		AccessToken string `json:"access_token"`
+		ExpiresIn   int    `json:"expires_in"`
+	}
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return "", fmt.Errorf("token for %q from %s: HTTP %d: %s", scope, a.realm,
+			resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return "", fmt.Errorf("token for %q: %v", scope, err)
+	}
+	value := body.Token
+	if value == "" {
+		value = body.AccessToken
+	}
+	if value == "" {
+		return "", fmt.Errorf("token for %q: the answer has no token", scope)
+	}
+	life := time.Duration(body.ExpiresIn) * time.Second
+	if life <= 0 {
+		life = 60 * time.Second // the token spec's default
+	}
+	a.tokens[scope] = bearer{value, time.Now().Add(life - max(life/10, 5*time.Second))}
+	return value, nil
+}
+
+// authorize sets the request's credentials for scope: a cached or new bearer
+// token, or Basic when that is what the server asked for.
+func (r *registry) authorize(req *http.Request, scope string) error {
+	r.auth.mu.Lock()
+	basic := r.auth.basic
+	r.auth.mu.Unlock()
+	if basic {
+		req.SetBasicAuth(r.auth.user, r.auth.pass)
+		return nil
+	}
+	t, err := r.token(req.Context(), scope)
+	if err != nil {
+		return err
+	}
+	if t != "" {
+		req.Header.Set("Authorization", "Bearer "+t)
+	}
+	return nil
+}
+
+// send does one request with credentials (when configured). If the server still
+// answers 401, it asks for the scope the challenge names and sends it once more.
+func (r *registry) send(req *http.Request) (*http.Response, error) {
+	if r.auth == nil {
+		return r.client.Do(req)
+	}
+	scope := scopeFor(req.Method, req.URL.Path)
+	if err := r.authorize(req, scope); err != nil {
+		return nil, err
+	}
+	resp, err := r.client.Do(req)
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		return resp, err
+	}
+	if req.Body != nil && req.GetBody == nil {
+		return resp, nil // cannot send the body again: let the caller see the 401
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	c := r.auth.learn(resp)
+	if want := c.params["scope"]; want != "" {
+		scope = want
+	}
+	retry := req.Clone(req.Context())
+	if req.GetBody != nil {
+		if retry.Body, err = req.GetBody(); err != nil {
+			return nil, err
+		}
+	}
+	r.auth.mu.Lock()
+	delete(r.auth.tokens, scope) // the cached one was refused
+	r.auth.mu.Unlock()
+	if err := r.authorize(retry, scope); err != nil {
+		return nil, err
+	}
+	return r.client.Do(retry)
+}
+
+func withQueryString(raw, query string) string {
+	if strings.Contains(raw, "?") {
+		return raw + "&" + query
+	}
+	return raw + "?" + query
+}
+
+// prepare gets, before a measurement starts, the token its requests will use.
+func (r *registry) prepare(ctx context.Context, scope string) error {
+	if r.auth == nil {
+		return nil
+	}
+	_, err := r.token(ctx, scope)
+	return err
+}
+
+type tokenResult struct {
+	Token string `json:"token"`
+	Scope string `json:"scope"`
+	// UsableSeconds is how long this client would reuse the token (its life
+	// less a margin), i.e. how long a run may send it.
+	UsableSeconds float64 `json:"usable_seconds"`
+}
+
+func cmdToken(args []string) (any, error) {
+	fs := flag.NewFlagSet("token", flag.ExitOnError)
+	base := fs.String("url", "", "registry base URL")
+	scope := fs.String("scope", "", "scope, e.g. repository:bench/manifest:pull")
+	_ = fs.Parse(args)
+	r, err := newRegistry(*base, 1, 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	if r.auth == nil {
+		return nil, errors.New("BENCH_USERNAME and BENCH_PASSWORD are not set")
+	}
+	t, err := r.token(context.Background(), *scope)
+	if err != nil {
+		return nil, err
+	}
+	if t == "" {
+		return nil, errors.New("the server asked for no token (GET /v2/ is not a Bearer 401)")
+	}
+	r.auth.mu.Lock()
+	left := time.Until(r.auth.tokens[*scope].expires).Seconds()
+	r.auth.mu.Unlock()
+	return tokenResult{Token: t, Scope: *scope, UsableSeconds: left}, nil
 }
 
 // ---------------------------------------------------------------- push
@@ -267,6 +565,9 @@ func cmdPush(args []string) (any, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
+	if err := r.prepare(ctx, "repository:"+*repo+":pull,push"); err != nil {
+		return nil, err
+	}
 
 	cpu0 := cpuSeconds()
 	t0 := time.Now()
@@ -395,6 +696,9 @@ func cmdSmallPush(args []string) (any, error) {
 		}()
 	}
 	wg.Wait()
+	if err := r.prepare(ctx, "repository:"+*repo+":pull,push"); err != nil {
+		return nil, err
+	}
 
 	var next, ok, failed, unsupported atomic.Int64
 	var mu sync.Mutex
@@ -606,6 +910,9 @@ func cmdWalk(args []string) (any, error) {
 	res := walkResult{Repo: *repo, PageSize: *n, Sorted: true}
 	last := ""
 	next := r.url(fmt.Sprintf("/v2/%s/tags/list?n=%d", *repo, *n))
+	if err := r.prepare(ctx, "repository:"+*repo+":pull"); err != nil {
+		return nil, err
+	}
 	cpu0 := cpuSeconds()
 	t0 := time.Now()
 	for next != "" {
@@ -621,7 +928,7 @@ func cmdWalk(args []string) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		resp, err := r.client.Do(req)
+		resp, err := r.send(req)
 		if err != nil {
 			return nil, err
 		}
