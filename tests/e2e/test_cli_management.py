@@ -376,12 +376,6 @@ def test_seed_commands_verbatim(start_server: Any, tmp_path: Path) -> None:
     assert left.stdout == f"{kept}\n", left
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="/v2/_catalog answers for the registry the Host header names, else the default one; "
-    "'hamn repository list' (commands/repository.py catalog()) has no way to name another "
-    "registry and prints [] (docs/design/control-plane.md, open points)",
-)
 def test_repository_list_of_a_created_registry(hamn: Hamn, live_registry: Any) -> None:
     name = new_registry_name()
     hamn.json("create", "-n", name, "--sku", "Basic")

@@ -128,6 +128,11 @@ def create_app(settings: Settings, *, prepare_database: bool = True) -> ASGIApp:
         routes=[
             Route("/v2/", of_kind("base", data_plane.base), methods=["GET", "HEAD"]),
             Route("/v2/_catalog", of_kind("catalog", data_plane.catalog), methods=["GET"]),
+            Route(
+                "/v2/{registry}/_catalog",
+                of_kind("catalog", data_plane.catalog),
+                methods=["GET"],
+            ),
             Route("/v2/{rest:path}", data_plane.dispatch, methods=methods),
             Route(
                 "/acr/v1/_catalog", of_kind("acr_metadata", acr_metadata.catalog), methods=["GET"]

@@ -272,11 +272,20 @@ class RequestAuth:
         return identity
 
     # -- may they ------------------------------------------------------------------------
-    async def target(self, request: Request, name: str | None) -> Target | None:
+    async def target(
+        self, request: Request, name: str | None, *, registry: str | None = None
+    ) -> Target | None:
         """Where ``name`` (None: the registry itself) routes, or None when no registry
-        answers: the caller must then be answered as denied, so nothing leaks."""
+        answers: the caller must then be answered as denied, so nothing leaks.
+
+        ``registry`` names the registry outright (``/v2/<registry>/_catalog``)
+        instead of routing by host or the default.
+        """
         host = request.headers.get("host")
         try:
+            if registry is not None:
+                found = await self.registry.registry(registry)
+                return Target(found, "") if found is not None else None
             if name is None:
                 return Target(await self.registry.resolve_registry(host), "")
             return await self.registry.resolve(host, name)

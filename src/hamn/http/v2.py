@@ -195,8 +195,10 @@ class DataPlane:
         return Response(b"{}", media_type="application/json")
 
     async def catalog(self, request: Request) -> Response:
-        """``GET /v2/_catalog``: repository names, paginated."""
-        target = await self.access.target(request, None)
+        """``GET /v2/_catalog``: repository names, paginated; ``/v2/<registry>/_catalog``
+        for a registry named in the path (repository names cannot contain ``_catalog``)."""
+        named = request.path_params.get("registry")
+        target = await self.access.target(request, None, registry=named)
         await self.access.authorize(request, RouteKind.CATALOG, None, target)
         assert target is not None
         registry = target.registry
@@ -206,7 +208,11 @@ class DataPlane:
         return Response(
             orjson.dumps({"repositories": page.items}),
             media_type="application/json",
-            headers=_next_link("/v2/_catalog", n, page.items if page.more else None),
+            headers=_next_link(
+                f"/v2/{quote(named)}/_catalog" if named else "/v2/_catalog",
+                n,
+                page.items if page.more else None,
+            ),
         )
 
     async def dispatch(self, request: Request) -> Response:

@@ -72,7 +72,7 @@ class FakeServer:
             return unauthorized()
         if not self.accepted(request.headers.get("Authorization")):
             return unauthorized()
-        if request.url.path == "/v2/_catalog":
+        if request.url.path.endswith("/_catalog"):
             return httpx.Response(200, json={"repositories": ["hello"]})
         return httpx.Response(404, json={"errors": [{"code": "NOT_FOUND", "message": "no"}]})
 

@@ -195,7 +195,7 @@ def test_auth_show_and_logout(fake_server: FakeServer, isolated_home: Path) -> N
 
 def authorizations(fake_server: FakeServer) -> list[str | None]:
     return [
-        r.headers.get("Authorization") for r in fake_server.requests if r.url.path == "/v2/_catalog"
+        r.headers.get("Authorization") for r in fake_server.requests if r.url.path == "/v2/local/_catalog"
     ]
 
 
@@ -204,8 +204,8 @@ def test_commands_use_the_session_on_its_server_by_default(fake_server: FakeServ
     result = hamn("repository", "list", "-n", "local")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == ["hello"]
-    catalog = next(r for r in fake_server.requests if r.url.path == "/v2/_catalog")
-    assert str(catalog.url).startswith(f"{SERVER}/v2/_catalog")
+    catalog = next(r for r in fake_server.requests if r.url.path == "/v2/local/_catalog")
+    assert str(catalog.url).startswith(f"{SERVER}/v2/local/_catalog")
     assert {r.headers["Authorization"] for r in fake_server.requests[1:]} == {
         basic(NULL_GUID, fake_server.issued[0])
     }

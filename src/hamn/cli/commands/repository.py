@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import click
 
-from hamn.cli.client import RegistryClient, RegistryError
+from hamn.cli.client import RegistryClient
 from hamn.cli.commands.api import BOOLEAN, call
 from hamn.cli.context import (
     HamnGroup,
@@ -103,28 +103,10 @@ def one_of(repository: str | None, image: str | None) -> None:
 
 
 def catalog(client: RegistryClient, registry: str, top: int | None) -> list[str]:
-    """Every repository name in the registry (``/v2/_catalog``, paged)."""
-    names: list[str] = client.list_all("/v2/_catalog", "repositories", top=top)
-    if client.host_routed or not names:
-        return names
-    # The server answers /v2/_catalog for the registry its host names, else its
-    # default registry: it has no registry-scoped catalog path yet. Make sure the
-    # registry that answered is the one asked for, by the login server the
-    # metadata API reports for one of its repositories.
-    answered = ""
-    for name in names[:3]:  # one may be deleted meanwhile
-        try:
-            info = client.get_json("/acr/v1/" + quote(name, safe="/"))
-        except RegistryError:
-            continue
-        login_server = str(info.get("registry") or "") if isinstance(info, dict) else ""
-        answered = login_server.split(".", 1)[0]
-        break
-    if answered and answered.lower() != registry.lower():
-        raise CLIError(
-            f"Registry '{registry}' was not found on {client.server}: its catalog belongs to "
-            f"'{answered}'. Check the name, or point --server at the registry's login server."
-        )
+    """Every repository name in the registry, paged: ``/v2/_catalog`` on the registry's
+    login server, else ``/v2/<registry>/_catalog`` (the registry named in the path)."""
+    path = "/v2/_catalog" if client.host_routed else f"/v2/{quote(registry, safe='')}/_catalog"
+    names: list[str] = client.list_all(path, "repositories", top=top)
     return names
 
 
