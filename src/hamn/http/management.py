@@ -23,9 +23,11 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic.json_schema import models_json_schema
+from starlette.datastructures import URLPath
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Match, NoMatchFound, Route
+from starlette.types import Receive, Scope, Send
 
 from hamn.auth.policy import RoleDefinition
 from hamn.errors import (
@@ -78,6 +80,9 @@ class Operation:
     answer: type[BaseModel] | None = None
     status: int = 200
     query: tuple[str, ...] = ()
+    #: For creating operations: the path parameter naming what was made, and where the
+    #: answer carries it (a JSON pointer); the OpenAPI links to its sub-resources.
+    creates: tuple[str, str] | None = None
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -298,6 +303,24 @@ def _issued_service_principal(issued: IssuedPrincipal) -> m.ServicePrincipal:
     return _service_principal(issued.principal, issued.password)
 
 
+class _Unknown(BaseRoute):
+    """Every other ``/api`` path answers a JSON 404. A plain ``{rest:path}`` route would
+    miss paths with a (decoded) newline, leaving them to Starlette's text 404."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == "/api" or path.startswith("/api/")):
+            return Match.FULL, {}
+        return Match.NONE, {}
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
+        raise NoMatchFound(name, path_params)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")[:200]
+        raise HamnError(NOT_FOUND, f"no management operation at {path!r}; see {OPENAPI_PATH}")
+
+
 # -- the API -----------------------------------------------------------------------------------
 
 
@@ -311,18 +334,18 @@ class ManagementApi:
         self._openapi = orjson.dumps(openapi_document(self.operations))
 
     # -- plumbing ------------------------------------------------------------------------------
-    def routes(self) -> list[Route]:
+    def routes(self) -> list[BaseRoute]:
         """One route per path (every method reaches it, so a wrong one gets a JSON 405),
         the OpenAPI document, and a JSON 404 for every other ``/api`` path."""
         by_path: dict[str, dict[str, Operation]] = {}
         for op in self.operations:
             by_path.setdefault(op.path, {})[op.method] = op
-        routes = [Route(OPENAPI_PATH, self.openapi, methods=["GET"])]
+        routes: list[BaseRoute] = [Route(OPENAPI_PATH, self.openapi, methods=["GET"])]
         routes += [
             Route(path, self._dispatcher(ops), methods=_ALL_METHODS)
             for path, ops in by_path.items()
         ]
-        routes.append(Route("/api/{rest:path}", self.unknown, methods=_ALL_METHODS))
+        routes.append(_Unknown())
         return routes
 
     def _dispatcher(self, ops: dict[str, Operation]) -> Callable[[Request], Awaitable[Response]]:
@@ -357,13 +380,6 @@ class ManagementApi:
         """The OpenAPI document (public)."""
         return Response(self._openapi, media_type="application/json")
 
-    async def unknown(self, request: Request) -> Response:
-        """Any other ``/api`` path."""
-        raise HamnError(
-            NOT_FOUND,
-            f"no management operation at {request.url.path[:200]}; see {OPENAPI_PATH}",
-        )
-
     def _operations(self) -> list[Operation]:
         r = "/api/registries/{registry}"
         any_principal = "any user or service principal"
@@ -377,7 +393,8 @@ class ManagementApi:
               "The registries the caller can see", any_principal,
               answer=m.ValueList[m.Registry]),
             o("POST", "/api/registries", "createRegistry", self.create_registry,
-              "Create a registry", "write at /", m.RegistryCreate, m.Registry, 201),
+              "Create a registry", "write at /", m.RegistryCreate, m.Registry, 201,
+              creates=("registry", "/name")),
             o("POST", "/api/checkNameAvailability", "checkNameAvailability", self.check_name,
               "Whether a registry name is free and valid", any_principal, m.NameCheck,
               m.NameAvailability),
@@ -399,7 +416,8 @@ class ManagementApi:
             o("GET", f"{r}/scopeMaps", "listScopeMaps", self.list_scope_maps,
               "The registry's scope maps", read, answer=m.ValueList[m.ScopeMap]),
             o("POST", f"{r}/scopeMaps", "createScopeMap", self.create_scope_map,
-              "Create a scope map", write, m.ScopeMapCreate, m.ScopeMap, 201),
+              "Create a scope map", write, m.ScopeMapCreate, m.ScopeMap, 201,
+              creates=("scopeMap", "/name")),
             o("GET", f"{r}/scopeMaps/{{scopeMap}}", "getScopeMap", self.get_scope_map,
               "One scope map", read, answer=m.ScopeMap),
             o("PATCH", f"{r}/scopeMaps/{{scopeMap}}", "updateScopeMap", self.update_scope_map,
@@ -411,7 +429,7 @@ class ManagementApi:
               read, answer=m.ValueList[m.Token]),
             o("POST", f"{r}/tokens", "createToken", self.create_token,
               "Create a token (with both passwords unless noPasswords)", write, m.TokenCreate,
-              m.Token, 201),
+              m.Token, 201, creates=("token", "/name")),
             o("GET", f"{r}/tokens/{{token}}", "getToken", self.get_token, "One token", read,
               answer=m.Token),
             o("PATCH", f"{r}/tokens/{{token}}", "updateToken", self.update_token,
@@ -432,7 +450,7 @@ class ManagementApi:
             o("POST", "/api/roleAssignments", "createRoleAssignment",
               self.create_role_assignment, "Grant a role at a scope",
               "roleAssignments/write at the scope's registry (at / for /)",
-              m.RoleAssignmentCreate, m.RoleAssignment, 201),
+              m.RoleAssignmentCreate, m.RoleAssignment, 201, creates=("id", "/id")),
             o("DELETE", "/api/roleAssignments/{id}", "deleteRoleAssignment",
               self.delete_role_assignment, "Remove a role assignment",
               "roleAssignments/write at its scope's registry (at / for /)", status=204),
@@ -440,7 +458,7 @@ class ManagementApi:
               answer=m.ValueList[m.User]),
             o("POST", "/api/users", "createUser", self.create_user,
               "Create a user (a generated password is returned once)", rbac, m.UserCreate,
-              m.User, 201),
+              m.User, 201, creates=("name", "/name")),
             o("GET", "/api/users/{name}", "getUser", self.get_user, "One user", read_root,
               answer=m.User),
             o("PATCH", "/api/users/{name}", "updateUser", self.update_user,
@@ -454,7 +472,7 @@ class ManagementApi:
             o("POST", "/api/servicePrincipals", "createServicePrincipal",
               self.create_service_principal,
               "Create a service principal (its secret is returned once)", rbac,
-              m.ServicePrincipalCreate, m.ServicePrincipal, 201),
+              m.ServicePrincipalCreate, m.ServicePrincipal, 201, creates=("appId", "/appId")),
             o("GET", "/api/servicePrincipals/{appId}", "getServicePrincipal",
               self.get_service_principal, "One service principal", read_root,
               answer=m.ServicePrincipal),
@@ -756,7 +774,7 @@ def management_routes(
     secret_key: bytes,
     domain: str,
     authenticate: Authenticate,
-) -> list[Route]:
+) -> list[BaseRoute]:
     """The ``/api`` routes, for the composition root: the service over the stores, the
     server key that seals admin passwords, the login servers' domain, and the function
     that resolves a request's caller."""
@@ -765,6 +783,26 @@ def management_routes(
 
 
 # -- the OpenAPI document ----------------------------------------------------------------------
+
+
+def _links(op: Operation, operations: Sequence[Operation]) -> dict[str, Any]:
+    """OpenAPI links from a creating operation to those on what it made (clients and
+    schemathesis' stateful tests follow them)."""
+    if op.creates is None:
+        return {}
+    param, pointer = op.creates
+    made = f"{op.path}/{{{param}}}"
+    known = {p: f"$request.path.{p}" for p in _PATH_PARAMETER.findall(op.path)}
+    known[param] = f"$response.body#{pointer}"
+    links: dict[str, Any] = {}
+    for other in operations:
+        needed = _PATH_PARAMETER.findall(other.path)
+        if (other.path == made or other.path.startswith(made + "/")) and set(needed) <= set(known):
+            links[other.operation_id] = {
+                "operationId": other.operation_id,
+                "parameters": {p: known[p] for p in needed},
+            }
+    return links
 
 
 def openapi_document(operations: Sequence[Operation]) -> dict[str, Any]:
@@ -799,6 +837,9 @@ def openapi_document(operations: Sequence[Operation]) -> dict[str, Any]:
         if op.answer is not None:
             schema = refs[(op.answer, "serialization")]
             success["content"] = {"application/json": {"schema": schema}}
+        links = _links(op, operations)
+        if links:
+            success["links"] = links
         entry: dict[str, Any] = {
             "operationId": op.operation_id,
             "summary": op.summary,

@@ -42,10 +42,11 @@ class Answer(BaseModel):
 
 
 class RegistryCreate(Request):
-    """``POST /api/registries``."""
+    """``POST /api/registries``. The name's rule is checked by the service (NAME_INVALID
+    stating it); the document shows it, and the SKU's canonical spellings."""
 
-    name: _Name
-    sku: _Name
+    name: Annotated[_Name, Field(json_schema_extra={"pattern": "^[a-zA-Z0-9]{5,50}$"})]
+    sku: Annotated[_Name, Field(json_schema_extra={"enum": ["Basic", "Standard", "Premium"]})]
     adminUserEnabled: bool = False
     anonymousPullEnabled: bool = False
 

@@ -274,6 +274,8 @@ def test_permissions_over_http(api: TestClient) -> None:
 def test_unknown_paths_and_methods_answer_json(api: TestClient) -> None:
     r = api.get("/api/nothing/here")
     assert (r.status_code, code(r)) == (404, "NOT_FOUND")
+    r = api.patch("/api/registries/%2Fx/tokens/a%0Ab")  # a decoded newline in the path
+    assert (r.status_code, code(r)) == (404, "NOT_FOUND")
     r = api.put("/api/registries")
     assert (r.status_code, code(r)) == (405, "UNSUPPORTED")
     assert r.headers["allow"] == "GET, POST"
