@@ -270,7 +270,12 @@ def test_forged_tokens_are_refused(live_registry: Any, image: Any) -> None:
         # alg none, no signature.
         _forge({"alg": "none", "typ": "JWT", "kid": head["kid"]}, wide, lambda _: ""),
         # HMAC keyed with something public (algorithm confusion).
-        jwt.encode(wide, "a-secret-from-nowhere-32-bytes-long", algorithm="HS256", headers={"kid": head["kid"]}),
+        jwt.encode(
+            wide,
+            "a-secret-from-nowhere-32-bytes-long",
+            algorithm="HS256",
+            headers={"kid": head["kid"]},
+        ),
         # The real token's signature on a changed payload.
         ".".join(
             [real.split(".")[0], _forge({}, wide, lambda _: "").split(".")[1], real.split(".")[2]]
@@ -343,12 +348,12 @@ def test_unknown_registries_answer_like_denied_ones(no_default_registry: Any) ->
         assert challenge(r)["scope"] == "repository:nosuchregistry/app:pull"
         r = c.get("/v2/_catalog", headers={"Host": f"nosuchregistry.localhost:{port}"})
         expect_error(r, 401, "UNAUTHORIZED")
-        # An authenticated caller learns nothing either: denied, not "unknown".
         if reg.username:
             # Logging in needs no registry.
             expect_status(c.get("/v2/", auth=reg.auth), 200)
+            # The owner may see every registry, so it is told the truth.
             r = c.get("/v2/nosuchregistry/app/tags/list", auth=reg.auth)
-            expect_error(r, 403, "DENIED")
+            expect_error(r, 404, "NAME_UNKNOWN")
             t = c.get(
                 "/oauth2/token",
                 params={"service": reg.host, "scope": "repository:nosuchregistry/app:pull"},

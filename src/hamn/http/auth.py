@@ -49,7 +49,16 @@ from hamn.auth.policy import (
     narrow,
     required_access,
 )
-from hamn.auth.scopes import CATALOG, REGISTRY, REPOSITORY, Scope, ScopeError, parse_scopes
+from hamn.auth.scopes import (
+    CATALOG,
+    REGISTRY,
+    REPOSITORY,
+    Scope,
+    ScopeError,
+    format_scopes,
+    merge_scopes,
+    parse_scopes,
+)
 from hamn.errors import (
     DENIED,
     NAME_INVALID,
@@ -70,6 +79,7 @@ log = logging.getLogger("hamn.auth")
 
 #: The largest token request form read (a few scopes and a refresh token fit easily).
 MAX_FORM_BYTES = 64 * 1024
+_NO_REGISTRY = "access denied: no registry that this identity may use answers at this address"
 _BAD_CREDENTIALS = "authentication failed: the username or password is not valid"
 _TOKEN_REFUSED = "the bearer token is invalid or has expired; get a new one from the token endpoint"  # noqa: S105
 
@@ -285,12 +295,20 @@ class RequestAuth:
         try:
             if registry is not None:
                 found = await self.registry.registry(registry)
-                return Target(found, "") if found is not None else None
+                if found is None:
+                    raise HamnError(
+                        NAME_UNKNOWN,
+                        f"registry {registry[:60]!r} does not exist",
+                        detail={"registry": registry[:60]},
+                    )
+                return Target(found, "")
             if name is None:
                 return Target(await self.registry.resolve_registry(host), "")
             return await self.registry.resolve(host, name)
         except HamnError as exc:
             if exc.code is NAME_UNKNOWN:
+                # Said only to callers who may see every registry (see authorize).
+                request.state.hamn_unknown_registry = exc
                 return None
             raise
 
@@ -321,15 +339,18 @@ class RequestAuth:
         info = None
         if target is not None:
             info = await self.auth.registry_settings(target.registry.name, version)
-        if info is None:
+        if info is None or not (
+            info.anonymous_pull_enabled or self.auth.knows_registry(identity, info)
+        ):
             if identity.kind is IdentityKind.ANONYMOUS:
                 raise self.unauthorized(
                     request, "authentication required", scope=_scope_text(required)
                 )
-            raise HamnError(
-                DENIED,
-                "access denied: no registry that this identity may use answers at this address",
-            )
+            if ManagementPermission.READ in management_permissions(identity.assignments, None):
+                # Whoever may see every registry learns nothing by hearing it is missing.
+                unknown = getattr(request.state, "hamn_unknown_registry", None)
+                raise unknown or HamnError(NAME_UNKNOWN, "no registry answers at this address")
+            raise HamnError(DENIED, _NO_REGISTRY)
         assert target is not None
         full: dict[str | None, frozenset[Action]] = {}
         for requirement in required:
@@ -506,7 +527,7 @@ def _resource(requirement: Requirement) -> str | None:
 
 
 def _scope_text(required: list[Requirement]) -> str:
-    return " ".join(str(r.scope) for r in required)
+    return format_scopes(merge_scopes(r.scope for r in required))
 
 
 def _parse_scopes(values: list[str]) -> tuple[Scope, ...]:

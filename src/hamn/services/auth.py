@@ -479,6 +479,19 @@ class AuthService:
         return info
 
     @staticmethod
+    def knows_registry(identity: Identity, registry: RegistryInfo) -> bool:
+        """Whether ``identity`` holds anything at all in ``registry`` (a role at ``/``,
+        at the registry or at one of its repositories; its admin user or one of its
+        tokens). To anyone else the registry must look as if it did not exist."""
+        name = registry.name.lower()
+        if identity.kind is IdentityKind.PRINCIPAL:
+            return any(
+                a.scope.registry is None or a.scope.registry.lower() == name
+                for a in identity.assignments
+            )
+        return (identity.registry or "").lower() == name
+
+    @staticmethod
     def actions(
         identity: Identity, registry: RegistryInfo, repository: str | None
     ) -> frozenset[Action]:
