@@ -61,7 +61,8 @@ Authenticate = Callable[[Request], Awaitable[Identity]]
 Handler = Callable[[Request, Identity, Any], Awaitable[Response]]
 
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="hamn", charset="UTF-8"'}
-_ERROR_STATUSES = (400, 401, 403, 404, 409)
+# 429: repeated failed sign-ins from one address or for one user (Retry-After says when).
+_ERROR_STATUSES = (400, 401, 403, 404, 409, 429)
 _PATH_PARAMETER = re.compile(r"{(\w+)}")
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
 

@@ -195,7 +195,9 @@ def test_auth_show_and_logout(fake_server: FakeServer, isolated_home: Path) -> N
 
 def authorizations(fake_server: FakeServer) -> list[str | None]:
     return [
-        r.headers.get("Authorization") for r in fake_server.requests if r.url.path == "/v2/local/_catalog"
+        r.headers.get("Authorization")
+        for r in fake_server.requests
+        if r.url.path == "/v2/local/_catalog"
     ]
 
 
