@@ -110,10 +110,14 @@ def start_hamn(
     port = port or free_port()
     log_path = data_dir.parent / f"{data_dir.name}-server.log"
     log = open(log_path, "ab")  # noqa: SIM115 - the process keeps it
-    # Every test reaches the server from 127.0.0.1, so the per-address limit on failed
-    # sign-ins (100 a minute) would let one test's bad credentials lock out the next
-    # test; the per-user limit, which the brute-force tests check, stays as shipped.
-    limits = {"HAMN_AUTH_FAILURES_PER_ADDRESS": "1000000"}
+    # Every test reaches the server from 127.0.0.1, so the limits on failed sign-ins
+    # (per address, and per address and user) would let one test's bad credentials
+    # lock the owner out of the next test. The brute-force tests start their own
+    # server with the limits as shipped.
+    limits = {
+        "HAMN_AUTH_FAILURES_PER_ADDRESS": "1000000",
+        "HAMN_AUTH_FAILURES_PER_USER": "1000000",
+    }
     server_env = {**os.environ, **limits, **bootstrap_env(data_dir), **(env or {})}
     proc = subprocess.Popen(
         [
