@@ -21,14 +21,20 @@ Path = tuple[str | int, ...]
 
 
 def field(item: Any, *path: str | int) -> str:
-    """The value at ``path`` as text; a single blank when absent, null, empty or false."""
+    """The value at ``path`` as text; a single blank when absent, null or empty.
+
+    Unlike az, which blanks every falsy value, 0 and False are shown: an empty
+    usage count or a disabled admin user is information, not a missing value.
+    """
     value = item
     try:
         for step in path:
             value = value[step]
     except (KeyError, IndexError, TypeError):
         return " "
-    return str(value) if value else " "
+    if value is None or value == "" or value == [] or value == {}:
+        return " "
+    return str(value)
 
 
 def timestamp(text: str) -> str:

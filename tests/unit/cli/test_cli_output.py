@@ -305,11 +305,13 @@ def test_render_table_passes_through() -> None:
 
 
 def test_field_is_a_blank_when_missing_or_empty() -> None:
-    item = {"a": {"b": [0, "x"]}, "f": False, "z": 0, "s": "", "n": None}
+    item = {"a": {"b": [0, "x"]}, "f": False, "z": 0, "s": "", "n": None, "l": []}
     assert field(item, "a", "b", 1) == "x"
-    for path in (("a", "b", 0), ("f",), ("z",), ("s",), ("n",), ("missing",), ("a", "b", 5)):
+    for path in (("s",), ("n",), ("l",), ("missing",), ("a", "b", 5)):
         assert field(item, *path) == " "
     assert field("text", "x") == " "
+    # Unlike az, a zero and a false are information, not blanks.
+    assert (field(item, "a", "b", 0), field(item, "z"), field(item, "f")) == ("0", "0", "False")
 
 
 def test_timestamp_format() -> None:
@@ -330,7 +332,7 @@ def test_usage_transformer_unwraps_value() -> None:
     lines = text.splitlines()
     assert lines[0] == "NAME      LIMIT        CURRENT VALUE  UNIT"
     assert lines[2].split() == ["Size", "10737418240", "123", "Bytes"]
-    assert lines[3].split() == ["Webhooks", "2", "Count"]  # 0 is a blank, as in az
+    assert lines[3].split() == ["Webhooks", "2", "0", "Count"]  # az would show a blank
 
 
 def test_registry_transformer() -> None:

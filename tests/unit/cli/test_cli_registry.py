@@ -134,8 +134,11 @@ def test_list_prints_the_array(mock_server: MockServer, run_hamn: Run) -> None:
     assert run_hamn("list", "--query", "[].name", "-o", "tsv").stdout == "myRegistry\nother12345\n"
     table = run_hamn("list", "-o", "table").stdout.splitlines()
     assert len(table) == 4 and table[3].split()[0] == "other12345"
-    # A false ADMIN ENABLED is a blank cell, as az shows it.
-    assert table[2].split()[-1] == "True" and table[3].split()[-1] == "2026-01-02T03:04:05Z"
+    # A false ADMIN ENABLED says False (az shows a blank cell).
+    assert table[2].split()[-1] == "True" and table[3].split()[-2:] == [
+        "2026-01-02T03:04:05Z",
+        "False",
+    ]
 
 
 def test_list_without_credentials_points_at_sign_in(mock_server: MockServer, run_hamn: Run) -> None:
