@@ -7,7 +7,10 @@ their own app with their own settings.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import signal
+import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -165,8 +168,30 @@ def create_app(settings: Settings, *, prepare_database: bool = True) -> ASGIApp:
     return RequestObservability(app, metrics=metrics, access_log_enabled=access_log)
 
 
+#: prctl(2) option: the signal a process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def _end_with_parent() -> None:
+    """Make this worker die when ``hamn serve`` does, even by SIGKILL (Linux).
+
+    Otherwise a worker whose parent was killed lives on as an orphan that keeps
+    the port and the database open. granian forks and respawns workers from its
+    main thread, which lives as long as the server, so the death signal fires
+    only when the server process is gone.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return
+    if os.getppid() == 1:  # the parent died before the call: nobody will signal
+        os._exit(0)
+
+
 def app_from_environment() -> ASGIApp:
     """Factory for granian workers: settings come from the parent ``hamn serve``."""
+    _end_with_parent()
     raw = os.environ.get(SETTINGS_ENV)
     settings = Settings.model_validate_json(raw) if raw else Settings()
     configure_logging(settings.log_level)

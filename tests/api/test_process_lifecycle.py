@@ -1,0 +1,38 @@
+"""``hamn serve``'s worker processes never outlive it, however it ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from api_support import child_pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not os.path.exists("/proc"), reason="reads /proc (Linux)")
+def test_workers_die_with_a_killed_server(tmp_path: Path, pytestconfig: pytest.Config) -> None:
+    root: Any = pytestconfig.pluginmanager.get_plugin(
+        str(Path(__file__).parent.parent / "conftest.py")
+    )
+    reg = root.start_hamn(tmp_path / "data")
+    workers = child_pids(reg.process.pid)
+    assert len(workers) == 2, workers
+    # SIGKILL: no chance to stop the workers itself. They must not live on as orphans
+    # holding the port and the database.
+    os.kill(reg.process.pid, signal.SIGKILL)
+    reg.process.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.05)
+    assert not [p for p in workers if _alive(p)], "workers outlived the killed server"
