@@ -184,3 +184,33 @@ def test_kube_secret_decodes_to_a_working_credential(
     creds = secret_creds(secret, live_registry.host)
     assert creds.startswith(f"{NULL_GUID}:")
     assert replace(tool, creds=creds).inspect(f"docker://{target}")["Digest"] == digest
+
+
+def test_hamn_login_serves_buildah_and_podman_too(
+    live_registry: Any,
+    user_env: dict[str, str],
+    skopeo: Skopeo,
+    busybox_layout: Layout,
+    buildah: Any,
+    podman: Any,
+) -> None:
+    """buildah and podman read the same containers auth file as skopeo (containers-auth.json(5))."""
+    sign_in(user_env, live_registry)
+    ok(hamn(user_env, "login", "-n", REGISTRY))
+    target = f"{live_registry.host}/{REGISTRY}/{unique_repo('login')}:v1"
+    push(skopeo, busybox_layout, target)
+    empty = Path(user_env["E2E_TMP"]) / "no-credentials"
+    empty.mkdir()
+    (empty / "config.json").write_text('{"auths": {}}')
+    # Neither file hamn login wrote: containers/image also falls back to docker's config.
+    no_files = {"REGISTRY_AUTH_FILE": str(empty / "config.json"), "DOCKER_CONFIG": str(empty)}
+    for tool in (buildah, podman):
+        logged_in = replace(tool, creds=None, env={**tool.env, **user_env})
+        # Without the files hamn login wrote, the pull is refused (tried first: a pulled
+        # image would be served from local storage).
+        bare = replace(logged_in, env={**logged_in.env, **no_files})
+        refused = bare("pull", *bare.remote, f"docker://{target}", check=False)
+        assert refused.returncode != 0
+        assert "unauthorized" in refused.stderr, refused.stderr
+        pulled = logged_in("pull", *logged_in.remote, f"docker://{target}", check=False)
+        assert pulled.returncode == 0, pulled.stderr
