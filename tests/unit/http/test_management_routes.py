@@ -41,7 +41,7 @@ def api(tmp_path: Path) -> Iterator[TestClient]:
         return callers[request.headers.get("x-caller", "owner")]
 
     app = Starlette(
-        routes=ManagementApi(world.service, authenticate).routes(),
+        routes=ManagementApi(world.services, authenticate).routes(),
         exception_handlers={HamnError: handle_exception, Exception: handle_exception},
     )
     with TestClient(app, raise_server_exceptions=False) as client:

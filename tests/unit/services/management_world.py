@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from hamn.auth.policy import RoleAssignment
 from hamn.auth.secrets import HashParameters, hash_secret
 from hamn.metadata.identities import IdentityStore
 from hamn.metadata.store import MetadataStore, create_metadata_engine, migrate
 from hamn.services.identity import Identity, IdentityKind
-from hamn.services.management import ManagementService
+from hamn.services.management import ManagementServices
 
 T = TypeVar("T")
 
@@ -40,17 +40,32 @@ def run(awaitable: Awaitable[T]) -> T:
     return asyncio.run(main())
 
 
+class AnyService:
+    """Every management use case on one object, so a test names the operation, not the
+    service that holds it (no two services share a method name)."""
+
+    def __init__(self, services: ManagementServices) -> None:
+        self._parts = (services.registries, services.tokens, services.roles, services.principals)
+
+    def __getattr__(self, name: str) -> Any:
+        for part in self._parts:
+            if not name.startswith("_") and hasattr(part, name):
+                return getattr(part, name)
+        raise AttributeError(name)
+
+
 class World:
-    """The service, its stores, and a way to make principals holding roles."""
+    """The services, their stores, and a way to make principals holding roles."""
 
     def __init__(self, tmp_path: Path) -> None:
         engine = create_metadata_engine(f"sqlite:///{tmp_path / 'metadata.db'}")
         migrate(engine)
         self.store = MetadataStore(engine)
         self.identities = IdentityStore(self.store)
-        self.service = ManagementService(
+        self.services = ManagementServices.build(
             self.identities, self.store, secret_key=KEY, domain=DOMAIN, hasher=fast_hash
         )
+        self.service = AnyService(self.services)
 
     async def principal(self, name: str, *grants: tuple[str, str], kind: str = "user") -> Identity:
         """A stored principal holding ``grants`` ((role, scope) pairs), as its Identity."""
