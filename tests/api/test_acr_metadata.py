@@ -714,14 +714,31 @@ def test_bad_digest_filter(client: httpx.Client, repo: str) -> None:
     )
 
 
-@pytest.mark.parametrize("path", ["", "/_tags/v1", "/_manifests/{digest}"])
-def test_patch_is_not_supported_yet(client: httpx.Client, repo: str, path: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "keys"),
+    [("", REPOSITORY_KEYS), ("/_tags/v1", TAG_KEYS), ("/_manifests/{digest}", MANIFEST_KEYS)],
+)
+def test_patch_answers_with_acr_keys_and_every_get_shows_the_flags(
+    client: httpx.Client, repo: str, path: str, keys: set[str]
+) -> None:
+    """The PATCH answer has GET's shape and keys; GETs and listings show the real
+    flags (tests/api/test_locks.py checks what the locks do)."""
     img = push_image(client, repo, "v1")
-    r = client.patch(
-        f"/acr/v1/{repo}{path.format(digest=img.digest)}", json={"writeEnabled": False}
-    )
-    entry = expect_error(r, 405, "UNSUPPORTED")
-    assert "not supported yet" in entry["message"] and "locks" in entry["message"]
+    url = f"/acr/v1/{repo}{path.format(digest=img.digest)}"
+    r = expect_status(client.patch(url, json={"writeEnabled": False}), 200)
+    body = r.json()
+    assert body == acr_get(client, url)
+    resource = body.get("tag") or body.get("manifest") or body
+    assert set(resource) == keys, resource
+    assert resource["changeableAttributes"] == {**ALL_ENABLED, "writeEnabled": False}
+    listing = {
+        "/_tags/v1": (f"/acr/v1/{repo}/_tags", "tags"),
+        "/_manifests/{digest}": (f"/acr/v1/{repo}/_manifests", "manifests"),
+    }.get(path)
+    if listing is not None:
+        (entry,) = acr_get(client, listing[0])[listing[1]]
+        assert entry["changeableAttributes"] == resource["changeableAttributes"]
+    expect_status(client.patch(url, json={"writeEnabled": True}), 200)
     assert acr_get(client, f"/acr/v1/{repo}/_tags/v1")["tag"]["changeableAttributes"] == ALL_ENABLED
 
 

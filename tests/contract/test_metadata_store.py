@@ -9,18 +9,31 @@ schema of its own, dropped afterwards, so parallel workers never meet.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect, make_url, text
 from store_support import gather, run
 
-from hamn.metadata.models import ManifestRecord, Registry, Upload
+from hamn.metadata.models import (
+    AffectedContent,
+    AttributeChanges,
+    ChangeableAttributes,
+    ManifestRecord,
+    Registry,
+    Upload,
+)
 from hamn.metadata.schema import metadata
 from hamn.metadata.store import (
+    Guard,
     IntegrityError,
     MetadataStore,
     MissingReferences,
@@ -75,7 +88,7 @@ def manifest_body(name: str) -> bytes:
     return f'{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","name":"{name}"}}'.encode()
 
 
-def put(
+def put_later(
     store: MetadataStore,
     reg: int,
     repo: str,
@@ -88,26 +101,30 @@ def put(
     artifact_type: str | None = None,
     annotations: dict[str, str] | None = None,
     media_type: str = OCI_MANIFEST,
-) -> str:
-    """Store the manifest ``name`` and return its digest."""
+    guard: Guard | None = None,
+) -> Awaitable[None]:
+    """The push of the manifest ``name``, not awaited yet."""
     body = manifest_body(name)
-    digest = digest_bytes(body)
-    run(
-        store.put_manifest(
-            reg,
-            repo,
-            digest=digest,
-            media_type=media_type,
-            artifact_type=artifact_type,
-            subject_digest=subject,
-            content=body,
-            annotations=annotations,
-            blobs=blobs,
-            children=children,
-            tag=tag,
-        )
+    return store.put_manifest(
+        reg,
+        repo,
+        digest=digest_bytes(body),
+        media_type=media_type,
+        artifact_type=artifact_type,
+        subject_digest=subject,
+        content=body,
+        annotations=annotations,
+        blobs=blobs,
+        children=children,
+        tag=tag,
+        guard=guard,
     )
-    return digest
+
+
+def put(store: MetadataStore, reg: int, repo: str, name: str, **options: Any) -> str:
+    """Store the manifest ``name`` (options as :func:`put_later`) and return its digest."""
+    run(put_later(store, reg, repo, name, **options))
+    return digest_bytes(manifest_body(name))
 
 
 # -- migrations ------------------------------------------------------------------------------
@@ -662,3 +679,281 @@ def test_upload_ids_are_unique(store: MetadataStore, reg: int) -> None:
 
 def test_get_missing_upload(store: MetadataStore) -> None:
     assert run(store.get_upload("never-created")) is None
+
+
+# -- changeable attributes (locks) -----------------------------------------------------------
+
+LOCKED_WRITE = AttributeChanges(write_enabled=False)
+
+
+def flags(delete: bool = True, write: bool = True, read: bool = True, listed: bool = True) -> Any:
+    return ChangeableAttributes(delete, write, read, listed)
+
+
+class Refused(Exception):
+    """What the test guards raise: the store must store nothing and pass it on."""
+
+
+def refuse(seen: list[AffectedContent]) -> Callable[[AffectedContent], None]:
+    """A guard that records what it was shown and refuses the write."""
+
+    def guard(found: AffectedContent) -> None:
+        seen.append(found)
+        raise Refused
+
+    return guard
+
+
+def test_migration_0004_unlocks_existing_content(empty_database_url: str) -> None:
+    eng = create_metadata_engine(empty_database_url)
+    try:
+        cfg = AlembicConfig()
+        cfg.set_main_option(
+            "script_location", str(resources.files("hamn.metadata").joinpath("migrations"))
+        )
+        with eng.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0003")
+            now = datetime.now(UTC)
+            conn.execute(
+                text("INSERT INTO registries (name, name_key, created_at) VALUES ('r', 'r', :n)"),
+                {"n": now},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO repositories (registry_id, name, created_at, updated_at) "
+                    "SELECT id, 'old', :n, :n FROM registries"
+                ),
+                {"n": now},
+            )
+        migrate(eng)
+        with eng.connect() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT delete_enabled, write_enabled, read_enabled, list_enabled "
+                    "FROM repositories"
+                )
+            ).one()
+        assert [bool(v) for v in row] == [True] * 4
+        store = MetadataStore(eng)
+        try:
+            reg = run(store.ensure_registry("r")).id
+            assert run(store.list_repositories(reg, None, None)) == ["old"]
+        finally:
+            store.close()
+        # And back to 0003: the columns go, the content stays (no table is rebuilt).
+        with eng.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0003")
+        assert "list_enabled" not in {c["name"] for c in inspect(eng).get_columns("repositories")}
+        with eng.connect() as conn:
+            assert conn.execute(text("SELECT name FROM repositories")).scalars().all() == ["old"]
+    finally:
+        eng.dispose()
+
+
+def test_new_content_is_unlocked(store: MetadataStore, reg: int) -> None:
+    digest = put(store, reg, "app", "v1", tag="v1")
+    info = run(store.repository_info(reg, "app"))
+    assert info is not None and info.attributes == flags()
+    tag = run(store.get_tag(reg, "app", "v1"))
+    assert tag is not None and tag.attributes == flags()
+    manifest = run(store.get_manifest_info(reg, "app", digest))
+    assert manifest is not None and manifest.attributes == flags()
+    record = run(store.get_manifest(reg, "app", tag="v1"))
+    assert record is not None
+    assert (record.repository_read_enabled, record.manifest_read_enabled) == (True, True)
+    assert record.tag_read_enabled is True
+
+
+def test_set_attributes_of_each_kind(store: MetadataStore, reg: int) -> None:
+    digest = put(store, reg, "app", "v1", tag="v1")
+    assert run(store.set_attributes(reg, "app", LOCKED_WRITE)) == flags(write=False)
+    changes = AttributeChanges(delete_enabled=False, read_enabled=False)
+    assert run(store.set_attributes(reg, "app", changes, tag="v1")) == flags(
+        delete=False, read=False
+    )
+    changes = AttributeChanges(list_enabled=False)
+    assert run(store.set_attributes(reg, "app", changes, digest=digest)) == flags(listed=False)
+    # Each kept its own flags, and a later change leaves the flags it does not name alone.
+    info = run(store.repository_info(reg, "app"))
+    assert info is not None and info.attributes == flags(write=False)
+    tag = run(store.get_tag(reg, "app", "v1"))
+    assert tag is not None and tag.attributes == flags(delete=False, read=False)
+    manifest = run(store.get_manifest_info(reg, "app", digest))
+    assert manifest is not None and manifest.attributes == flags(listed=False)
+    changes = AttributeChanges(read_enabled=True)
+    assert run(store.set_attributes(reg, "app", changes, tag="v1")) == flags(delete=False)
+    # An empty change reads the attributes as they are.
+    assert run(store.set_attributes(reg, "app", AttributeChanges())) == flags(write=False)
+
+
+def test_set_attributes_of_missing_things(store: MetadataStore, reg: int) -> None:
+    put(store, reg, "app", "v1", tag="v1")
+    missing = digest_bytes(b"missing")
+    assert run(store.set_attributes(reg, "nope", LOCKED_WRITE)) is None
+    assert run(store.set_attributes(reg, "app", LOCKED_WRITE, tag="nope")) is None
+    assert run(store.set_attributes(reg, "app", LOCKED_WRITE, digest=missing)) is None
+    other = run(store.ensure_registry("otherreg")).id
+    assert run(store.set_attributes(other, "app", LOCKED_WRITE)) is None
+
+
+def test_attributes_are_per_repository(store: MetadataStore, reg: int) -> None:
+    a = put(store, reg, "a", "same", tag="v1")
+    b = put(store, reg, "b", "same", tag="v1")
+    assert a == b
+    run(store.set_attributes(reg, "a", LOCKED_WRITE, digest=a))
+    run(store.set_attributes(reg, "a", AttributeChanges(read_enabled=False), tag="v1"))
+    in_b = run(store.get_manifest_info(reg, "b", b))
+    assert in_b is not None and in_b.attributes == flags()
+    tag_b = run(store.get_tag(reg, "b", "v1"))
+    assert tag_b is not None and tag_b.attributes == flags()
+    record = run(store.get_manifest(reg, "b", tag="v1"))
+    assert record is not None and record.tag_read_enabled is True
+
+
+def test_pull_locks_come_with_the_manifest(store: MetadataStore, reg: int) -> None:
+    digest = put(store, reg, "app", "v1", tag="v1")
+    off = AttributeChanges(read_enabled=False)
+    run(store.set_attributes(reg, "app", off, tag="v1"))
+    by_tag = run(store.get_manifest(reg, "app", tag="v1"))
+    by_digest = run(store.get_manifest(reg, "app", digest=digest))
+    assert by_tag is not None and by_digest is not None
+    assert (by_tag.repository_read_enabled, by_tag.manifest_read_enabled) == (True, True)
+    assert by_tag.tag_read_enabled is False
+    assert by_digest.tag_read_enabled is True  # no tag on the way
+    run(store.set_attributes(reg, "app", off, digest=digest))
+    run(store.set_attributes(reg, "app", off))
+    by_digest = run(store.get_manifest(reg, "app", digest=digest))
+    assert by_digest is not None
+    assert (by_digest.repository_read_enabled, by_digest.manifest_read_enabled) == (False, False)
+
+
+def test_listings_leave_out_what_is_not_list_enabled(store: MetadataStore, reg: int) -> None:
+    hidden = AttributeChanges(list_enabled=False)
+    shown = AttributeChanges(list_enabled=True)
+    digests = [put(store, reg, "app", f"m{i}", tag=f"t{i}") for i in range(4)]
+    put(store, reg, "other", "x", tag="x")
+    run(store.set_attributes(reg, "app", hidden, tag="t1"))
+    run(store.set_attributes(reg, "app", hidden, digest=digests[2]))
+    run(store.set_attributes(reg, "other", hidden))
+    assert run(store.list_tags(reg, "app", None, None)) == ["t0", "t2", "t3"]
+    # Paging steps over a hidden tag, also when ``last`` names it.
+    assert run(store.list_tags(reg, "app", 1, "t0")) == ["t2"]
+    assert run(store.list_tags(reg, "app", None, "t1")) == ["t2", "t3"]
+    page = run(store.tag_page(reg, "app", limit=10, order="name"))
+    assert page is not None and [tag.name for tag in page] == ["t0", "t2", "t3"]
+    manifests = run(store.manifest_page(reg, "app", limit=10, order="timeasc"))
+    assert manifests is not None
+    assert [m.digest for m in manifests] == [digests[0], digests[1], digests[3]]
+    # A listed manifest still names every tag it has (a hidden tag is not an untagged one).
+    assert run(store.list_repositories(reg, None, None)) == ["app"]
+    # Addressed directly, hidden things are still there.
+    assert run(store.get_tag(reg, "app", "t1")) is not None
+    assert run(store.repository_info(reg, "other")) is not None
+    run(store.set_attributes(reg, "app", shown, tag="t1"))
+    run(store.set_attributes(reg, "other", shown))
+    assert run(store.list_tags(reg, "app", None, None)) == ["t0", "t1", "t2", "t3"]
+    assert run(store.list_repositories(reg, None, None)) == ["app", "other"]
+
+
+def test_a_listed_manifest_names_its_hidden_tags(store: MetadataStore, reg: int) -> None:
+    digest = put(store, reg, "app", "m", tag="hidden")
+    run(store.set_attributes(reg, "app", AttributeChanges(list_enabled=False), tag="hidden"))
+    page = run(store.manifest_page(reg, "app", limit=10, order="name"))
+    assert page is not None and [(m.digest, m.tags) for m in page] == [(digest, ("hidden",))]
+
+
+def test_push_guard_sees_the_repository_and_the_tag(store: MetadataStore, reg: int) -> None:
+    before = put(store, reg, "app", "v1", tag="latest")
+    run(store.set_attributes(reg, "app", LOCKED_WRITE, tag="latest"))
+    seen: list[AffectedContent] = []
+    with pytest.raises(Refused):
+        put(store, reg, "app", "v2", tag="latest", guard=refuse(seen))
+    assert seen == [AffectedContent("app", flags(), tags=(("latest", flags(write=False)),))]
+    record = run(store.get_manifest(reg, "app", tag="latest"))
+    assert record is not None and record.digest == before
+    assert run(store.get_manifest(reg, "app", digest=digest_bytes(manifest_body("v2")))) is None
+
+
+def test_push_guard_refusal_leaves_no_new_repository(store: MetadataStore, reg: int) -> None:
+    seen: list[AffectedContent] = []
+    with pytest.raises(Refused):
+        put(store, reg, "fresh", "new", tag="v1", guard=refuse(seen))
+    assert seen == [AffectedContent("fresh", flags())]
+    assert run(store.repository_exists(reg, "fresh")) is False
+
+
+def test_delete_guards_see_what_the_delete_takes(store: MetadataStore, reg: int) -> None:
+    layer = link(store, reg, "app", "layer")
+    digest = put(store, reg, "app", "m", tag="b", blobs=(layer,))
+    put(store, reg, "app", "m", tag="a", blobs=(layer,))
+    other = put(store, reg, "app", "other", tag="c")
+    run(store.set_attributes(reg, "app", AttributeChanges(delete_enabled=False), tag="a"))
+    run(store.set_attributes(reg, "app", LOCKED_WRITE, digest=digest))
+    seen: list[AffectedContent] = []
+    with pytest.raises(Refused):
+        run(store.delete_manifest(reg, "app", digest, guard=refuse(seen)))
+    with pytest.raises(Refused):
+        run(store.delete_tag(reg, "app", "a", guard=refuse(seen)))
+    with pytest.raises(Refused):
+        run(store.delete_repository(reg, "app", guard=refuse(seen)))
+    with pytest.raises(Refused):
+        run(store.unlink_blob(reg, "app", layer, guard=refuse(seen)))
+    manifest = ((digest, flags(write=False)),)
+    tags = (("a", flags(delete=False)), ("b", flags()))
+    assert seen == [
+        AffectedContent("app", flags(), manifests=manifest, tags=tags),
+        AffectedContent("app", flags(), tags=(("a", flags(delete=False)),)),
+        AffectedContent(
+            "app",
+            flags(),
+            manifests=tuple(sorted([*manifest, (other, flags())])),
+            tags=(*tags, ("c", flags())),
+        ),
+        AffectedContent("app", flags()),
+    ]
+    # Nothing was deleted.
+    assert run(store.list_tags(reg, "app", None, None)) == ["a", "b", "c"]
+    assert run(store.get_manifest(reg, "app", digest=digest)) is not None
+    assert run(store.linked_blob_size(reg, "app", layer)) is not None
+    # Misses answer before any guard runs.
+    assert run(store.delete_tag(reg, "app", "nope", guard=refuse(seen))) is False
+    assert run(store.delete_manifest(reg, "app", digest_bytes(b"x"), guard=refuse(seen))) is False
+    assert len(seen) == 4
+    # A guard that lets the write through.
+    assert run(store.delete_tag(reg, "app", "c", guard=lambda found: None)) is True
+    assert run(store.delete_repository(reg, "app", guard=lambda found: None)) is not None
+
+
+def test_concurrent_lock_and_push_end_in_one_order(store: MetadataStore, reg: int) -> None:
+    """A tag lock racing pushes under the tag: every push that the guard let through
+    happened before the lock, and the tag ends on the last of those."""
+    first = put(store, reg, "app", "v0", tag="latest")
+
+    def guard(found: AffectedContent) -> None:
+        if any(not attrs.write_enabled for _, attrs in found.tags):
+            raise Refused
+
+    def push(i: int) -> Awaitable[None]:
+        return put_later(store, reg, "app", f"v{i}", tag="latest", guard=guard)
+
+    order = [*range(1, 9), 0, *range(9, 17)]  # 0: the lock
+    results = gather(
+        *(push(i) for i in range(1, 9)),
+        store.set_attributes(reg, "app", LOCKED_WRITE, tag="latest"),
+        *(push(i) for i in range(9, 17)),
+    )
+    outcome = dict(zip(order, results, strict=True))
+    assert outcome.pop(0) == flags(write=False)
+    assert all(r is None or isinstance(r, Refused) for r in outcome.values()), outcome
+    pushed = {digest_bytes(manifest_body(f"v{i}")) for i, r in outcome.items() if r is None}
+    record = run(store.get_manifest(reg, "app", tag="latest"))
+    assert record is not None
+    # The tag ends on a push that went through before the lock, or where it was.
+    assert record.digest in (pushed or {first})
+    # And once locked, it stays put.
+    with pytest.raises(Refused):
+        run(push(99))
+    tag = run(store.get_tag(reg, "app", "latest"))
+    assert tag is not None and tag.attributes == flags(write=False)

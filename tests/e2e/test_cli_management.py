@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+from e2e_support import LAYOUT_TAG, Layout, Skopeo
 from test_cli_repository import CLI_ENV, Hamn, assert_error, push_image
 
 pytestmark = pytest.mark.usefixtures("auth_enforced")
@@ -386,17 +387,48 @@ def test_repository_list_of_a_created_registry(hamn: Hamn, live_registry: Any) -
         hamn("delete", "-n", name, "-y")
 
 
-def test_repository_update_sends_acr_patch(hamn: Hamn, live_registry: Any) -> None:
+def test_repository_update_sends_acr_patch(
+    hamn: Hamn, live_registry: Any, skopeo: Skopeo, busybox_layout: Layout
+) -> None:
+    """Locks set with the CLI hold against a real client: skopeo cannot push over a
+    write-locked tag nor into a write-locked repository, and is told how to unlock."""
     name = new_registry_name()
     hamn.json("create", "-n", name, "--sku", "Basic")
     push_image(live_registry, f"{name}/locked", "v1")
-    result = hamn(
+    tag = hamn.json(
+        "repository", "update", "-n", name, "--image", "locked:v1", "--write-enabled", "false"
+    )
+    assert tag["name"] == "v1" and tag["changeableAttributes"]["writeEnabled"] is False
+    shown = hamn.json("repository", "show", "-n", name, "--image", "locked:v1")
+    assert shown["changeableAttributes"] == tag["changeableAttributes"]
+
+    def skopeo_push(tag: str) -> subprocess.CompletedProcess[str]:
+        assert live_registry.creds
+        return skopeo(
+            "copy", "--src-tls-verify=false", "--dest-tls-verify=false",
+            "--dest-creds", live_registry.creds, "--preserve-digests",
+            busybox_layout.ref(LAYOUT_TAG), f"docker://{live_registry.host}/{name}/locked:{tag}",
+            check=False,
+        )  # fmt: skip
+
+    refused = skopeo_push("v1")
+    assert refused.returncode != 0, refused
+    assert "writeEnabled=false" in refused.stderr, refused.stderr
+    unlock = f"hamn repository update -n {name} --image locked:v1 --write-enabled true"
+    assert unlock in refused.stderr, refused.stderr
+
+    repository = hamn.json(
         "repository", "update", "-n", name, "--repository", "locked", "--write-enabled", "false"
     )
-    if result.code == 0:
-        attributes = json.loads(result.out)["changeableAttributes"]
-        assert attributes["writeEnabled"] is False
-    else:
-        # Locks are not built on the server yet: the refusal says so, in words.
-        assert_error(result, "not supported yet")
+    assert repository["changeableAttributes"]["writeEnabled"] is False
+    refused = skopeo_push("v2")
+    assert refused.returncode != 0 and "--repository locked --write-enabled true" in refused.stderr
+
+    for target in (("--repository", "locked"), ("--image", "locked:v1")):
+        assert (
+            hamn("repository", "update", "-n", name, *target, "--write-enabled", "true").code == 0
+        )
+    assert skopeo_push("v1").returncode == 0
+    pushed = hamn.json("repository", "show", "-n", name, "--image", "locked:v1")
+    assert pushed["digest"] == busybox_layout.manifest_digest(LAYOUT_TAG)
     assert hamn("delete", "-n", name, "-y").code == 0

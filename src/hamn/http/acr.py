@@ -1,10 +1,12 @@
-"""ACR's metadata API beside ``/v2/`` (SPEC §3.7): ``/acr/v1/...``, read and delete.
+"""ACR's metadata API beside ``/v2/`` (SPEC §3.7): ``/acr/v1/...``, read, change the
+changeable attributes (``PATCH``, the locks) and delete.
 
 Routed like ``/v2/``: the registry comes from the login server, the first path
 segment or the default registry. The access each route needs is derived in one
 place, ``hamn.auth.policy.required_access`` (route kind ``acr_metadata``), not
 here. Bodies use ACR's JSON keys and timestamp format; listings page
-with ``n``/``last``/``orderby`` and a ``Link`` header.
+with ``n``/``last``/``orderby`` and a ``Link`` header. A ``PATCH`` answers with the
+resource as ``GET`` shows it.
 """
 
 from __future__ import annotations
@@ -17,20 +19,24 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from hamn.auth.policy import RouteKind
-from hamn.errors import NOT_FOUND, PARAMETER_INVALID, UNSUPPORTED, HamnError
+from hamn.errors import BODY_INCOMPLETE, NOT_FOUND, PARAMETER_INVALID, UNSUPPORTED, HamnError
 from hamn.http.auth import RequestAuth
-from hamn.metadata.models import ListOrder
+from hamn.http.errors import mark_body_complete
+from hamn.metadata.models import ChangeableAttributes, ListOrder
 from hamn.services.acr_metadata import (
+    MAX_ATTRIBUTES_BODY,
     AcrMetadataService,
-    ChangeableAttributes,
     Manifest,
     Platform,
+    Repository,
     Tag,
+    body_too_large,
     page_size,
+    parse_attribute_changes,
     parse_order,
 )
 from hamn.services.registry import RegistryService, Target
@@ -131,6 +137,38 @@ def _manifest_json(manifest: Manifest) -> dict[str, Any]:
     return out
 
 
+def _repository_json(repo: Repository, target: Target) -> dict[str, Any]:
+    info = repo.info
+    return {
+        "registry": repo.login_server,
+        "imageName": target.repository,
+        "createdTime": acr_time(info.created_at),
+        "lastUpdateTime": acr_time(info.updated_at),
+        "manifestCount": info.manifest_count,
+        "tagCount": info.tag_count,
+        "changeableAttributes": _attributes(repo.attributes),
+    }
+
+
+async def _attributes_body(request: Request) -> bytes:
+    """The PATCH body, read no further than the limit."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_ATTRIBUTES_BODY:
+        raise body_too_large(int(declared))
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_ATTRIBUTES_BODY:
+                raise body_too_large(None)
+            parts.append(chunk)
+    except ClientDisconnect:
+        raise HamnError(BODY_INCOMPLETE) from None
+    mark_body_complete(request)
+    return b"".join(parts)
+
+
 def _next_link(path: str, params: dict[str, str]) -> dict[str, str]:
     """The ``Link`` header for the page after this one."""
     return {"Link": f'<{path}?{urlencode(params)}>; rel="next"'}
@@ -153,15 +191,15 @@ class AcrMetadataApi:
         #: (resource, method) -> handler.
         self.endpoints: dict[tuple[str, str], Handler] = {
             ("repository", "GET"): self.get_repository,
-            ("repository", "PATCH"): self.patch_attributes,
+            ("repository", "PATCH"): self.patch_repository,
             ("repository", "DELETE"): self.delete_repository,
             ("tags", "GET"): self.list_tags,
             ("tag", "GET"): self.get_tag,
-            ("tag", "PATCH"): self.patch_attributes,
+            ("tag", "PATCH"): self.patch_tag,
             ("tag", "DELETE"): self.delete_tag,
             ("manifests", "GET"): self.list_manifests,
             ("manifest", "GET"): self.get_manifest,
-            ("manifest", "PATCH"): self.patch_attributes,
+            ("manifest", "PATCH"): self.patch_manifest,
             ("manifest", "DELETE"): self.delete_manifest,
         }
 
@@ -218,18 +256,7 @@ class AcrMetadataApi:
     # -- repositories ------------------------------------------------------------------
     async def get_repository(self, request: Request, target: Target, name: str, _: str) -> Response:
         repo = await self.metadata.repository(target)
-        info = repo.info
-        return _json(
-            {
-                "registry": repo.login_server,
-                "imageName": target.repository,
-                "createdTime": acr_time(info.created_at),
-                "lastUpdateTime": acr_time(info.updated_at),
-                "manifestCount": info.manifest_count,
-                "tagCount": info.tag_count,
-                "changeableAttributes": _attributes(repo.attributes),
-            }
-        )
+        return _json(_repository_json(repo, target))
 
     async def delete_repository(
         self, request: Request, target: Target, name: str, _: str
@@ -237,14 +264,12 @@ class AcrMetadataApi:
         deleted = await self.metadata.delete_repository(target)
         return _json({"manifestsDeleted": deleted.manifests, "tagsDeleted": deleted.tags}, 202)
 
-    async def patch_attributes(
+    async def patch_repository(
         self, request: Request, target: Target, name: str, _: str
     ) -> Response:
-        raise HamnError(
-            UNSUPPORTED,
-            "changing changeableAttributes or quarantineState is not supported yet: "
-            "it arrives with locks; everything is delete-, write-, read- and list-enabled",
-        )
+        changes = parse_attribute_changes(await _attributes_body(request))
+        repo = await self.metadata.update_repository(target, changes)
+        return _json(_repository_json(repo, target))
 
     # -- tags --------------------------------------------------------------------------
     async def list_tags(self, request: Request, target: Target, name: str, _: str) -> Response:
@@ -273,12 +298,18 @@ class AcrMetadataApi:
         )
 
     async def get_tag(self, request: Request, target: Target, name: str, tag: str) -> Response:
-        found = await self.metadata.tag(target, tag)
+        return self._one_tag(target, await self.metadata.tag(target, tag))
+
+    async def patch_tag(self, request: Request, target: Target, name: str, tag: str) -> Response:
+        changes = parse_attribute_changes(await _attributes_body(request))
+        return self._one_tag(target, await self.metadata.update_tag(target, tag, changes))
+
+    def _one_tag(self, target: Target, tag: Tag) -> Response:
         return _json(
             {
                 "registry": self.metadata.login_server(target.registry),
                 "imageName": target.repository,
-                "tag": _tag_json(found),
+                "tag": _tag_json(tag),
             }
         )
 
@@ -312,12 +343,21 @@ class AcrMetadataApi:
     async def get_manifest(
         self, request: Request, target: Target, name: str, digest: str
     ) -> Response:
-        found = await self.metadata.manifest(target, digest)
+        return self._one_manifest(target, await self.metadata.manifest(target, digest))
+
+    async def patch_manifest(
+        self, request: Request, target: Target, name: str, digest: str
+    ) -> Response:
+        changes = parse_attribute_changes(await _attributes_body(request))
+        found = await self.metadata.update_manifest(target, digest, changes)
+        return self._one_manifest(target, found)
+
+    def _one_manifest(self, target: Target, manifest: Manifest) -> Response:
         return _json(
             {
                 "registry": self.metadata.login_server(target.registry),
                 "imageName": target.repository,
-                "manifest": _manifest_json(found),
+                "manifest": _manifest_json(manifest),
             }
         )
 

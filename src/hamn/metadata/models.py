@@ -11,6 +11,46 @@ ListOrder = Literal["name", "timeasc", "timedesc"]
 
 
 @dataclass(frozen=True, slots=True)
+class ChangeableAttributes:
+    """ACR's lock flags on a repository, a tag or a manifest (all true unless locked)."""
+
+    delete_enabled: bool = True
+    write_enabled: bool = True
+    read_enabled: bool = True
+    list_enabled: bool = True
+
+
+#: Nothing locked: what every repository, tag and manifest starts with.
+UNLOCKED = ChangeableAttributes()
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeChanges:
+    """A change of changeable attributes: None leaves a flag as it is."""
+
+    delete_enabled: bool | None = None
+    write_enabled: bool | None = None
+    read_enabled: bool | None = None
+    list_enabled: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AffectedContent:
+    """What a write would change, with the attributes read inside the write's own
+    transaction (so a concurrent lock cannot slip between check and write).
+
+    ``manifests`` are (digest, attributes) and ``tags`` are (name, attributes) of
+    what the write would delete or repoint. A service's guard reads it and raises
+    to refuse the write; the store decides nothing.
+    """
+
+    repository: str
+    attributes: ChangeableAttributes
+    manifests: tuple[tuple[str, ChangeableAttributes], ...] = ()
+    tags: tuple[tuple[str, ChangeableAttributes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Registry:
     """A registry: the unit of routing (login server) and, later, of access and quota."""
 
@@ -30,6 +70,11 @@ class ManifestRecord:
     artifact_type: str | None
     subject_digest: str | None
     created_at: datetime
+    # Pull locks, read in the same statement that finds the manifest: the
+    # repository's, the manifest's and (found by tag) the tag's readEnabled.
+    repository_read_enabled: bool = True
+    manifest_read_enabled: bool = True
+    tag_read_enabled: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +109,7 @@ class RepositoryInfo:
     updated_at: datetime
     manifest_count: int
     tag_count: int
+    attributes: ChangeableAttributes = UNLOCKED
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +120,7 @@ class TagInfo:
     digest: str
     created_at: datetime
     updated_at: datetime
+    attributes: ChangeableAttributes = UNLOCKED
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +132,7 @@ class ManifestInfo:
     content: bytes
     created_at: datetime
     tags: tuple[str, ...]
+    attributes: ChangeableAttributes = UNLOCKED
 
 
 @dataclass(frozen=True, slots=True)

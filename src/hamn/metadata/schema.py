@@ -10,6 +10,10 @@ Tables:
 - ``tags``: tag -> manifest, per repository.
 - ``uploads``: blob upload sessions and their acknowledged offset.
 
+Repositories, manifests (per repository) and tags carry ACR's changeable
+attributes (``delete_enabled``, ``write_enabled``, ``read_enabled``,
+``list_enabled``: the locks), true unless locked.
+
 The control plane (``identities.py`` reads and writes these):
 - ``registries`` also carries its settings (SKU, admin user, anonymous pull, policies)
   and the admin user's password hashes and sealed passwords.
@@ -38,6 +42,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    true,
 )
 from sqlalchemy.types import TypeEngine
 
@@ -51,6 +56,14 @@ metadata = MetaData(
 )
 
 TS = DateTime(timezone=True)
+
+
+def attribute_columns() -> list[Column[bool]]:
+    """ACR's changeable attributes (locks), all true by default (migration 0004)."""
+    return [
+        Column(name, Boolean, nullable=False, server_default=true())
+        for name in ("delete_enabled", "write_enabled", "read_enabled", "list_enabled")
+    ]
 
 
 def name_column(length: int) -> TypeEngine[str]:
@@ -91,6 +104,7 @@ repositories = Table(
     Column("name", name_column(255), nullable=False),
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
+    *attribute_columns(),
     UniqueConstraint("registry_id", "name"),
 )
 
@@ -131,6 +145,7 @@ manifests = Table(
     Column("content", LargeBinary, nullable=False),
     Column("annotations", Text, nullable=True),
     Column("created_at", TS, nullable=False),
+    *attribute_columns(),
     UniqueConstraint("repository_id", "digest"),
     Index("ix_manifests_repository_id_subject_digest", "repository_id", "subject_digest"),
 )
@@ -168,6 +183,7 @@ tags = Table(
     Column("manifest_id", Integer, ForeignKey("manifests.id", ondelete="CASCADE"), nullable=False),
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
+    *attribute_columns(),
     Index("ix_tags_manifest_id", "manifest_id"),
 )
 

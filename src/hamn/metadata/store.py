@@ -38,6 +38,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -46,6 +47,9 @@ from sqlalchemy.pool import NullPool
 
 from hamn.metadata import schema as t
 from hamn.metadata.models import (
+    AffectedContent,
+    AttributeChanges,
+    ChangeableAttributes,
     DeletedRepository,
     ListOrder,
     ManifestInfo,
@@ -59,6 +63,12 @@ from hamn.metadata.models import (
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+#: A service's check of what a write would change (raises to refuse the write).
+Guard = Callable[[AffectedContent], None]
+
+#: The changeable attributes' columns, in ChangeableAttributes' field order.
+ATTRIBUTE_NAMES = ("delete_enabled", "write_enabled", "read_enabled", "list_enabled")
 
 
 class MissingReferences(Exception):
@@ -89,6 +99,15 @@ def _timestamp(value: datetime | str) -> datetime:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return _aware(value)
+
+
+def _attribute_cols(table: Any) -> tuple[Any, ...]:
+    return tuple(table.c[name] for name in ATTRIBUTE_NAMES)
+
+
+def _attributes(values: Sequence[Any]) -> ChangeableAttributes:
+    """Four flag values (SQLite's 0/1 or booleans) as ChangeableAttributes."""
+    return ChangeableAttributes(*(bool(v) for v in values[:4]))
 
 
 def create_metadata_engine(
@@ -158,8 +177,14 @@ _REPO_MATCH = (
     t.repositories.c.registry_id == bindparam("reg"),
     t.repositories.c.name == bindparam("repo"),
 )
+# The pull locks come with the row that finds the manifest: no second query per GET.
 _MANIFEST_BY_TAG = (
-    select(*_MANIFEST_COLS)
+    select(
+        *_MANIFEST_COLS,
+        t.repositories.c.read_enabled,
+        t.manifests.c.read_enabled,
+        t.tags.c.read_enabled,
+    )
     .select_from(
         t.repositories.join(t.tags, t.tags.c.repository_id == t.repositories.c.id).join(
             t.manifests, t.manifests.c.id == t.tags.c.manifest_id
@@ -168,7 +193,7 @@ _MANIFEST_BY_TAG = (
     .where(*_REPO_MATCH, t.tags.c.name == bindparam("ref"))
 )
 _MANIFEST_BY_DIGEST = (
-    select(*_MANIFEST_COLS)
+    select(*_MANIFEST_COLS, t.repositories.c.read_enabled, t.manifests.c.read_enabled, true())
     .select_from(
         t.repositories.join(t.manifests, t.manifests.c.repository_id == t.repositories.c.id)
     )
@@ -186,7 +211,11 @@ _LINKED_BLOB_SIZE = (
 _REPO_ID = select(t.repositories.c.id).where(*_REPO_MATCH)
 _TAGS_PAGE = (
     select(t.tags.c.name)
-    .where(t.tags.c.repository_id == bindparam("repo_id"), t.tags.c.name > bindparam("last"))
+    .where(
+        t.tags.c.repository_id == bindparam("repo_id"),
+        t.tags.c.name > bindparam("last"),
+        t.tags.c.list_enabled,  # listEnabled=false hides a tag from listings
+    )
     .order_by(t.tags.c.name)
     .limit(bindparam("limit"))
 )
@@ -195,6 +224,7 @@ _REPOSITORIES_PAGE = (
     .where(
         t.repositories.c.registry_id == bindparam("reg"),
         t.repositories.c.name > bindparam("last"),
+        t.repositories.c.list_enabled,  # listEnabled=false hides it from the catalog
     )
     .order_by(t.repositories.c.name)
     .limit(bindparam("limit"))
@@ -538,6 +568,27 @@ class MetadataStore:
             )
         ).scalar()
 
+    @staticmethod
+    def _repository_attributes(conn: Connection, repo_id: int) -> ChangeableAttributes:
+        """The repository's attributes, its row locked until the write ends (PostgreSQL;
+        SQLite's writes are serial already), so a concurrent PATCH waits or goes first."""
+        row = conn.execute(
+            select(*_attribute_cols(t.repositories))
+            .where(t.repositories.c.id == repo_id)
+            .with_for_update()
+        ).one()
+        return _attributes(row)
+
+    @staticmethod
+    def _tag_attributes(conn: Connection, repo_id: int, tag: str) -> ChangeableAttributes | None:
+        """The tag's attributes, its row locked until the write ends; None if absent."""
+        row = conn.execute(
+            select(*_attribute_cols(t.tags))
+            .where(t.tags.c.repository_id == repo_id, t.tags.c.name == tag)
+            .with_for_update()
+        ).first()
+        return _attributes(row) if row is not None else None
+
     def _ensure_repo(self, conn: Connection, registry_id: int, repository: str) -> int:
         params = {"reg": registry_id, "repo": repository}
         repo_id: int | None = conn.execute(_REPO_ID, params).scalar()
@@ -616,11 +667,22 @@ class MetadataStore:
         )
 
     @_writing
-    def unlink_blob(self, conn: Connection, registry_id: int, repository: str, digest: str) -> bool:
-        """Stop the repository serving the blob; False if it did not."""
+    def unlink_blob(
+        self,
+        conn: Connection,
+        registry_id: int,
+        repository: str,
+        digest: str,
+        *,
+        guard: Guard | None = None,
+    ) -> bool:
+        """Stop the repository serving the blob; False if it did not. ``guard`` sees
+        the repository's attributes first and may refuse."""
         repo_id = self._repo_id(conn, registry_id, repository)
         if repo_id is None:
             return False
+        if guard is not None:
+            guard(AffectedContent(repository, self._repository_attributes(conn, repo_id)))
         result = conn.execute(
             delete(t.repository_blobs).where(
                 t.repository_blobs.c.repository_id == repo_id,
@@ -632,7 +694,18 @@ class MetadataStore:
     # -- manifests --------------------------------------------------------------
     @staticmethod
     def _manifest(row: Any) -> ManifestRecord:
-        return ManifestRecord(row[0], row[1], row[2], row[3], row[4], row[5], _timestamp(row[6]))
+        return ManifestRecord(
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            row[5],
+            _timestamp(row[6]),
+            bool(row[7]),
+            bool(row[8]),
+            bool(row[9]),
+        )
 
     @_reading
     def get_manifest(
@@ -671,15 +744,25 @@ class MetadataStore:
         blobs: Iterable[str],
         children: Iterable[str],
         tag: str | None,
+        guard: Guard | None = None,
     ) -> None:
         """Store a manifest with its references, and point ``tag`` at it, in one transaction.
 
         Raises MissingReferences (and stores nothing) when a referenced blob is
-        not linked to the repository or a child manifest is not in it.
+        not linked to the repository or a child manifest is not in it. ``guard``
+        first sees the repository and the existing tag with their attributes,
+        and may refuse (by raising; nothing is stored).
         """
         blob_set, child_set = set(blobs), set(children)
         now = utcnow()
         repo_id = self._ensure_repo(conn, registry_id, repository)
+        if guard is not None:
+            repo_attrs = self._repository_attributes(conn, repo_id)
+            found: tuple[tuple[str, ChangeableAttributes], ...] = ()
+            tag_attrs = None if tag is None else self._tag_attributes(conn, repo_id, tag)
+            if tag is not None and tag_attrs is not None:
+                found = ((tag, tag_attrs),)
+            guard(AffectedContent(repository, repo_attrs, tags=found))
         missing_blobs = _missing(conn, t.repository_blobs, repo_id, blob_set)
         missing_children = _missing(conn, t.manifests, repo_id, child_set)
         if missing_blobs or missing_children:
@@ -738,19 +821,46 @@ class MetadataStore:
 
     @_writing
     def delete_manifest(
-        self, conn: Connection, registry_id: int, repository: str, digest: str
+        self,
+        conn: Connection,
+        registry_id: int,
+        repository: str,
+        digest: str,
+        *,
+        guard: Guard | None = None,
     ) -> bool:
-        """Delete the manifest and every tag pointing at it; False if absent."""
+        """Delete the manifest and every tag pointing at it; False if absent.
+
+        ``guard`` first sees the repository, the manifest and its tags with their
+        attributes, and may refuse.
+        """
         repo_id = self._repo_id(conn, registry_id, repository)
         if repo_id is None:
             return False
-        manifest_id = conn.execute(
-            select(t.manifests.c.id).where(
-                t.manifests.c.repository_id == repo_id, t.manifests.c.digest == digest
-            )
-        ).scalar()
-        if manifest_id is None:
+        repo_attrs = self._repository_attributes(conn, repo_id) if guard else None
+        row = conn.execute(
+            select(t.manifests.c.id, *_attribute_cols(t.manifests))
+            .where(t.manifests.c.repository_id == repo_id, t.manifests.c.digest == digest)
+            .with_for_update()
+        ).first()
+        if row is None:
             return False
+        manifest_id = row[0]
+        if guard is not None and repo_attrs is not None:
+            tag_rows = conn.execute(
+                select(t.tags.c.name, *_attribute_cols(t.tags))
+                .where(t.tags.c.manifest_id == manifest_id)
+                .order_by(t.tags.c.name)
+                .with_for_update()
+            ).all()
+            guard(
+                AffectedContent(
+                    repository,
+                    repo_attrs,
+                    manifests=((digest, _attributes(row[1:])),),
+                    tags=tuple((r[0], _attributes(r[1:])) for r in tag_rows),
+                )
+            )
         conn.execute(delete(t.tags).where(t.tags.c.manifest_id == manifest_id))
         conn.execute(delete(t.manifest_blobs).where(t.manifest_blobs.c.manifest_id == manifest_id))
         conn.execute(
@@ -760,11 +870,26 @@ class MetadataStore:
         return True
 
     @_writing
-    def delete_tag(self, conn: Connection, registry_id: int, repository: str, tag: str) -> bool:
-        """Remove a tag (the manifest stays); False if absent."""
+    def delete_tag(
+        self,
+        conn: Connection,
+        registry_id: int,
+        repository: str,
+        tag: str,
+        *,
+        guard: Guard | None = None,
+    ) -> bool:
+        """Remove a tag (the manifest stays); False if absent. ``guard`` first sees the
+        repository and the tag with their attributes, and may refuse."""
         repo_id = self._repo_id(conn, registry_id, repository)
         if repo_id is None:
             return False
+        if guard is not None:
+            repo_attrs = self._repository_attributes(conn, repo_id)
+            tag_attrs = self._tag_attributes(conn, repo_id, tag)
+            if tag_attrs is None:
+                return False
+            guard(AffectedContent(repository, repo_attrs, tags=((tag, tag_attrs),)))
         result = conn.execute(
             delete(t.tags).where(t.tags.c.repository_id == repo_id, t.tags.c.name == tag)
         )
@@ -911,14 +1036,21 @@ class MetadataStore:
             .where(t.tags.c.repository_id == r.c.id)
             .scalar_subquery()
         )
-        q = select(r.c.name, r.c.created_at, r.c.updated_at, manifest_count, tag_count).where(
-            r.c.registry_id == registry_id, r.c.name == repository
-        )
+        q = select(
+            r.c.name,
+            r.c.created_at,
+            r.c.updated_at,
+            manifest_count,
+            tag_count,
+            *_attribute_cols(r),
+        ).where(r.c.registry_id == registry_id, r.c.name == repository)
         with self.engine.connect() as conn:
             row = conn.execute(q).first()
         if row is None:
             return None
-        return RepositoryInfo(row[0], _aware(row[1]), _aware(row[2]), int(row[3]), int(row[4]))
+        return RepositoryInfo(
+            row[0], _aware(row[1]), _aware(row[2]), int(row[3]), int(row[4]), _attributes(row[5:])
+        )
 
     @staticmethod
     def _after(
@@ -953,11 +1085,23 @@ class MetadataStore:
             return (time_col, key_col)
         return (time_col.desc(), key_col.desc())
 
+    _TAG_INFO_COLS = (
+        t.tags.c.name,
+        t.manifests.c.digest,
+        t.tags.c.created_at,
+        t.tags.c.updated_at,
+        *_attribute_cols(t.tags),
+    )
+
+    @staticmethod
+    def _tag_info(row: Any) -> TagInfo:
+        return TagInfo(row[0], row[1], _aware(row[2]), _aware(row[3]), _attributes(row[4:]))
+
     @_reading
     def get_tag(self, registry_id: int, repository: str, tag: str) -> TagInfo | None:
         """The tag with its digest and times, or None (no such tag or repository)."""
         q = (
-            select(t.tags.c.name, t.manifests.c.digest, t.tags.c.created_at, t.tags.c.updated_at)
+            select(*self._TAG_INFO_COLS)
             .select_from(
                 t.repositories.join(t.tags, t.tags.c.repository_id == t.repositories.c.id).join(
                     t.manifests, t.manifests.c.id == t.tags.c.manifest_id
@@ -971,7 +1115,7 @@ class MetadataStore:
         )
         with self.engine.connect() as conn:
             row = conn.execute(q).first()
-        return TagInfo(row[0], row[1], _aware(row[2]), _aware(row[3])) if row else None
+        return self._tag_info(row) if row else None
 
     @_reading
     def tag_page(
@@ -985,20 +1129,25 @@ class MetadataStore:
         last_time: datetime | None = None,
         digest: str | None = None,
     ) -> list[TagInfo] | None:
-        """Up to ``limit`` tags after ``last`` in ``order`` (time = last update); only
-        those pointing at ``digest`` when given. None if there is no such repository.
+        """Up to ``limit`` listable tags (listEnabled) after ``last`` in ``order`` (time =
+        last update); only those pointing at ``digest`` when given. None if there is no
+        such repository.
 
         One query; a second only when the page is empty, to tell an empty page
         from a missing repository.
         """
         q = (
-            select(t.tags.c.name, t.manifests.c.digest, t.tags.c.created_at, t.tags.c.updated_at)
+            select(*self._TAG_INFO_COLS)
             .select_from(
                 t.repositories.join(t.tags, t.tags.c.repository_id == t.repositories.c.id).join(
                     t.manifests, t.manifests.c.id == t.tags.c.manifest_id
                 )
             )
-            .where(t.repositories.c.registry_id == registry_id, t.repositories.c.name == repository)
+            .where(
+                t.repositories.c.registry_id == registry_id,
+                t.repositories.c.name == repository,
+                t.tags.c.list_enabled,
+            )
             .order_by(*self._ordering(order, t.tags.c.updated_at, t.tags.c.name))
             .limit(limit)
         )
@@ -1011,7 +1160,7 @@ class MetadataStore:
             rows = conn.execute(q).all()
             if not rows and self._repo_id(conn, registry_id, repository) is None:
                 return None
-        return [TagInfo(r[0], r[1], _aware(r[2]), _aware(r[3])) for r in rows]
+        return [self._tag_info(r) for r in rows]
 
     @staticmethod
     def _tags_of(conn: Connection, manifest_ids: Sequence[int]) -> dict[int, tuple[str, ...]]:
@@ -1033,7 +1182,19 @@ class MetadataStore:
         t.manifests.c.media_type,
         t.manifests.c.content,
         t.manifests.c.created_at,
+        *_attribute_cols(t.manifests),
     )
+
+    @staticmethod
+    def _manifest_info(row: Any, tags: dict[int, tuple[str, ...]]) -> ManifestInfo:
+        return ManifestInfo(
+            row[1],
+            row[2],
+            bytes(row[3]),
+            _aware(row[4]),
+            tags.get(row[0], ()),
+            _attributes(row[5:]),
+        )
 
     @_reading
     def get_manifest_info(
@@ -1056,7 +1217,7 @@ class MetadataStore:
             if row is None:
                 return None
             tags = self._tags_of(conn, [row[0]])
-        return ManifestInfo(row[1], row[2], bytes(row[3]), _aware(row[4]), tags.get(row[0], ()))
+        return self._manifest_info(row, tags)
 
     @_reading
     def manifest_page(
@@ -1069,8 +1230,9 @@ class MetadataStore:
         last: str | None = None,
         last_time: datetime | None = None,
     ) -> list[ManifestInfo] | None:
-        """Up to ``limit`` manifests after the digest ``last`` in ``order`` (time = creation),
-        each with its tags; None if there is no such repository.
+        """Up to ``limit`` listable manifests (listEnabled) after the digest ``last`` in
+        ``order`` (time = creation), each with all its tags; None if there is no such
+        repository.
 
         Two queries, however long the page: the manifests, then all their tags.
         """
@@ -1079,7 +1241,11 @@ class MetadataStore:
             .select_from(
                 t.repositories.join(t.manifests, t.manifests.c.repository_id == t.repositories.c.id)
             )
-            .where(t.repositories.c.registry_id == registry_id, t.repositories.c.name == repository)
+            .where(
+                t.repositories.c.registry_id == registry_id,
+                t.repositories.c.name == repository,
+                t.manifests.c.list_enabled,
+            )
             .order_by(*self._ordering(order, t.manifests.c.created_at, t.manifests.c.digest))
             .limit(limit)
         )
@@ -1091,30 +1257,80 @@ class MetadataStore:
             if not rows and self._repo_id(conn, registry_id, repository) is None:
                 return None
             tags = self._tags_of(conn, [r[0] for r in rows])
-        return [
-            ManifestInfo(r[1], r[2], bytes(r[3]), _aware(r[4]), tags.get(r[0], ())) for r in rows
-        ]
+        return [self._manifest_info(r, tags) for r in rows]
+
+    @_writing
+    def set_attributes(
+        self,
+        conn: Connection,
+        registry_id: int,
+        repository: str,
+        changes: AttributeChanges,
+        *,
+        tag: str | None = None,
+        digest: str | None = None,
+    ) -> ChangeableAttributes | None:
+        """Change the attributes of the repository, or of its ``tag``, or of its
+        manifest ``digest``; return them as they now are. None if there is no such thing.
+        """
+        repo_id = self._repo_id(conn, registry_id, repository)
+        if repo_id is None:
+            return None
+        table: Any
+        if tag is not None:
+            table, where = t.tags, and_(t.tags.c.repository_id == repo_id, t.tags.c.name == tag)
+        elif digest is not None:
+            table = t.manifests
+            where = and_(t.manifests.c.repository_id == repo_id, t.manifests.c.digest == digest)
+        else:
+            table, where = t.repositories, t.repositories.c.id == repo_id
+        values = {
+            name: value for name in ATTRIBUTE_NAMES if (value := getattr(changes, name)) is not None
+        }
+        if values:
+            conn.execute(update(table).where(where).values(values))
+        row = conn.execute(select(*_attribute_cols(table)).where(where)).first()
+        return _attributes(row) if row is not None else None
 
     @_writing
     def delete_repository(
-        self, conn: Connection, registry_id: int, repository: str
+        self,
+        conn: Connection,
+        registry_id: int,
+        repository: str,
+        *,
+        guard: Guard | None = None,
     ) -> DeletedRepository | None:
         """Delete the repository with every manifest, tag and blob link, in one transaction.
 
         The repository itself goes too, so it leaves the catalog. Blob bytes stay
         for garbage collection (as after a manifest delete). None if absent.
+        ``guard`` first sees the repository and all its manifests and tags with
+        their attributes, and may refuse.
         """
         repo_id = self._repo_id(conn, registry_id, repository)
         if repo_id is None:
             return None
-        digests = sorted(
-            conn.execute(
-                select(t.manifests.c.digest).where(t.manifests.c.repository_id == repo_id)
-            ).scalars()
-        )
-        tag_names = sorted(
-            conn.execute(select(t.tags.c.name).where(t.tags.c.repository_id == repo_id)).scalars()
-        )
+        repo_attrs = self._repository_attributes(conn, repo_id)
+        manifest_rows = conn.execute(
+            select(t.manifests.c.digest, *_attribute_cols(t.manifests)).where(
+                t.manifests.c.repository_id == repo_id
+            )
+        ).all()
+        tag_rows = conn.execute(
+            select(t.tags.c.name, *_attribute_cols(t.tags)).where(t.tags.c.repository_id == repo_id)
+        ).all()
+        if guard is not None:
+            guard(
+                AffectedContent(
+                    repository,
+                    repo_attrs,
+                    manifests=tuple((r[0], _attributes(r[1:])) for r in manifest_rows),
+                    tags=tuple((r[0], _attributes(r[1:])) for r in tag_rows),
+                )
+            )
+        digests = sorted(r[0] for r in manifest_rows)
+        tag_names = sorted(r[0] for r in tag_rows)
         manifest_ids = select(t.manifests.c.id).where(t.manifests.c.repository_id == repo_id)
         conn.execute(delete(t.tags).where(t.tags.c.repository_id == repo_id))
         conn.execute(

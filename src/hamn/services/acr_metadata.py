@@ -1,4 +1,5 @@
-"""ACR's metadata API (SPEC §3.7): repository, tag and manifest attributes; read and delete.
+"""ACR's metadata API (SPEC §3.7): repository, tag and manifest attributes; read,
+change (the locks, ``PATCH``) and delete.
 
 The use cases behind ``/acr/v1/...``. Listings page through thousands of entries
 with ``n``/``last`` and ``orderby=timeasc|timedesc``; a page costs one or two
@@ -6,8 +7,11 @@ SQL queries whatever its length. A manifest's architecture and OS come from its
 image config blob, read once per config digest (content is immutable) and
 cached in the process.
 
-Changeable attributes (``deleteEnabled``...) are all true until locks exist;
-they are computed here so the lock work changes this module, not the routes.
+Changeable attributes (``deleteEnabled``, ``writeEnabled``, ``readEnabled``,
+``listEnabled``) are stored per repository, tag and manifest and shown as stored;
+listings leave out what is not list-enabled. Deletes here obey the same locks as
+``/v2/`` (the guards of :mod:`hamn.services.registry`). Changing an attribute does
+not move ``lastUpdateTime``, which stays the time of the last push.
 """
 
 from __future__ import annotations
@@ -23,14 +27,18 @@ from typing import Generic, TypeVar
 import orjson
 
 from hamn.errors import (
+    BODY_INVALID,
     MANIFEST_UNKNOWN,
     NAME_UNKNOWN,
     PAGINATION_INVALID,
     PARAMETER_INVALID,
     TAG_UNKNOWN,
+    UNSUPPORTED,
     HamnError,
 )
 from hamn.metadata.models import (
+    AttributeChanges,
+    ChangeableAttributes,
     DeletedRepository,
     ListOrder,
     ManifestInfo,
@@ -42,7 +50,7 @@ from hamn.metadata.store import MetadataStore
 from hamn.oci.digest import is_digest, parse_digest
 from hamn.oci.manifest import INDEX_TYPES, ParsedManifest, parse_manifest
 from hamn.oci.names import validate_tag
-from hamn.services.registry import Target
+from hamn.services.registry import Target, delete_guard
 from hamn.storage.base import BlobDriver, StorageError
 
 #: Entries per page when the request has no ``n`` (the page size the Azure CLI asks for).
@@ -67,21 +75,20 @@ _ORDERS: dict[str, ListOrder] = {
     "timedesc": "timedesc",
 }
 
+#: The largest PATCH body taken (four booleans need some 90 bytes).
+MAX_ATTRIBUTES_BODY = 4096
+#: ACR's keys of the changeable attributes -> the attribute they set.
+ATTRIBUTE_KEYS = {
+    "deleteEnabled": "delete_enabled",
+    "writeEnabled": "write_enabled",
+    "readEnabled": "read_enabled",
+    "listEnabled": "list_enabled",
+}
+#: ACR's quarantine keys, which the same PATCH accepts.
+QUARANTINE_KEYS = frozenset({"quarantineState", "quarantineDetails"})
+_KEYS_TEXT = "deleteEnabled, writeEnabled, readEnabled or listEnabled (true or false)"
+
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class ChangeableAttributes:
-    """ACR's lock flags on a repository, tag or manifest."""
-
-    delete_enabled: bool = True
-    write_enabled: bool = True
-    read_enabled: bool = True
-    list_enabled: bool = True
-
-
-#: Until locks exist (a later issue), everything may be deleted, written, read and listed.
-UNLOCKED = ChangeableAttributes()
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +244,61 @@ def page_size(n: str | None) -> int:
     return min(value, MAX_PAGE)
 
 
+def body_too_large(size: int | None) -> HamnError:
+    """The refusal of a PATCH body over :data:`MAX_ATTRIBUTES_BODY` (``size`` if known)."""
+    said = f"{size} bytes" if size is not None else "too large"
+    return HamnError(
+        BODY_INVALID,
+        f"the body is {said}; a PATCH body is at most {MAX_ATTRIBUTES_BODY} bytes",
+        detail={"limit": MAX_ATTRIBUTES_BODY},
+    )
+
+
+def parse_attribute_changes(body: bytes) -> AttributeChanges:
+    """Parse a ``PATCH`` body strictly: a JSON object of ACR's attribute keys with
+    booleans, at least one. Quarantine keys are UNSUPPORTED (not available yet)."""
+    if len(body) > MAX_ATTRIBUTES_BODY:
+        raise body_too_large(None)
+    if not body.strip():
+        raise HamnError(BODY_INVALID, f"the body is empty; send a JSON object of {_KEYS_TEXT}")
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise HamnError(
+            BODY_INVALID, f"the body is not JSON; send an object of {_KEYS_TEXT}"
+        ) from None
+    if not isinstance(doc, dict):
+        raise HamnError(BODY_INVALID, f"the body must be a JSON object of {_KEYS_TEXT}")
+    unknown = sorted(k for k in doc if k not in ATTRIBUTE_KEYS and k not in QUARANTINE_KEYS)
+    if unknown:
+        hint = ""
+        if "changeableAttributes" in unknown:
+            hint = " (send them at the top level, not inside changeableAttributes)"
+        raise HamnError(
+            BODY_INVALID,
+            f"unknown key(s) {', '.join(unknown)[:200]}: a PATCH sets {_KEYS_TEXT}{hint}",
+            detail={"unknown": [k[:100] for k in unknown[:20]]},
+        )
+    if any(k in QUARANTINE_KEYS for k in doc):
+        raise HamnError(
+            UNSUPPORTED,
+            "quarantine is not available yet: quarantineState and quarantineDetails "
+            f"cannot be set; a PATCH sets {_KEYS_TEXT}",
+        )
+    if not doc:
+        raise HamnError(
+            BODY_INVALID, f"the body changes nothing; give at least one of {_KEYS_TEXT}"
+        )
+    not_boolean = sorted(k for k, v in doc.items() if not isinstance(v, bool))
+    if not_boolean:
+        raise HamnError(
+            BODY_INVALID,
+            f"{', '.join(not_boolean)} must be true or false (JSON booleans)",
+            detail={"invalid": [k[:100] for k in not_boolean[:20]]},
+        )
+    return AttributeChanges(**{ATTRIBUTE_KEYS[k]: v for k, v in doc.items()})
+
+
 def _page(items: list[T], n: int) -> Page[T]:
     """Cut a look-ahead query's result (up to ``n + 1`` entries) to a page of ``n``."""
     if n == 0:  # an empty page has no entry to continue after
@@ -281,11 +343,22 @@ class AcrMetadataService:
         info = await self.store.repository_info(target.registry.id, target.repository)
         if info is None:
             raise self._name_unknown(target)
-        return Repository(self.login_server(target.registry), info, UNLOCKED)
+        return Repository(self.login_server(target.registry), info, info.attributes)
+
+    async def update_repository(self, target: Target, changes: AttributeChanges) -> Repository:
+        """Change the repository's attributes; the repository as it now is."""
+        reg, repo = target.registry.id, target.repository
+        if await self.store.set_attributes(reg, repo, changes) is None:
+            raise self._name_unknown(target)
+        return await self.repository(target)
 
     async def delete_repository(self, target: Target) -> DeletedRepository:
-        """Delete every manifest and tag of the repository, and the repository itself."""
-        deleted = await self.store.delete_repository(target.registry.id, target.repository)
+        """Delete every manifest and tag of the repository, and the repository itself,
+        unless it or anything in it is locked."""
+        guard = delete_guard(target.registry, f"cannot delete repository {target.repository!r}")
+        deleted = await self.store.delete_repository(
+            target.registry.id, target.repository, guard=guard
+        )
         if deleted is None:
             raise self._name_unknown(target)
         return deleted
@@ -339,16 +412,27 @@ class AcrMetadataService:
             raise await self._tag_unknown(target, name)
         return self._tag(info)
 
-    async def delete_tag(self, target: Target, name: str) -> None:
-        """Untag: the manifest and its layers stay."""
+    async def update_tag(self, target: Target, name: str, changes: AttributeChanges) -> Tag:
+        """Change the tag's attributes; the tag as it now is."""
         name = validate_tag(name)
-        if not await self.store.delete_tag(target.registry.id, target.repository, name):
+        reg, repo = target.registry.id, target.repository
+        if await self.store.set_attributes(reg, repo, changes, tag=name) is None:
+            raise await self._tag_unknown(target, name)
+        return await self.tag(target, name)
+
+    async def delete_tag(self, target: Target, name: str) -> None:
+        """Untag: the manifest and its layers stay. Refused while the tag or the
+        repository is delete- or write-locked."""
+        name = validate_tag(name)
+        repo = target.repository
+        guard = delete_guard(target.registry, f"cannot delete tag {repo + ':' + name!r}")
+        if not await self.store.delete_tag(target.registry.id, repo, name, guard=guard):
             raise await self._tag_unknown(target, name)
 
     @staticmethod
     def _tag(info: TagInfo) -> Tag:
         # Content trust (signed) arrives with the supply-chain work (SPEC §8.3).
-        return Tag(info, signed=False, attributes=UNLOCKED)
+        return Tag(info, signed=False, attributes=info.attributes)
 
     # -- manifests -----------------------------------------------------------------
     async def manifests(
@@ -386,10 +470,23 @@ class AcrMetadataService:
             raise await self._manifest_unknown(target, digest)
         return (await self._describe([info]))[0]
 
-    async def delete_manifest(self, target: Target, digest: str) -> None:
-        """Delete the manifest and every tag on it (as ``DELETE /v2/<name>/manifests/<digest>``)."""
+    async def update_manifest(
+        self, target: Target, digest: str, changes: AttributeChanges
+    ) -> Manifest:
+        """Change the manifest's attributes; the manifest as it now is."""
         digest = str(parse_digest(digest))
-        if not await self.store.delete_manifest(target.registry.id, target.repository, digest):
+        reg, repo = target.registry.id, target.repository
+        if await self.store.set_attributes(reg, repo, changes, digest=digest) is None:
+            raise await self._manifest_unknown(target, digest)
+        return await self.manifest(target, digest)
+
+    async def delete_manifest(self, target: Target, digest: str) -> None:
+        """Delete the manifest and every tag on it (as ``DELETE /v2/<name>/manifests/<digest>``),
+        unless it, one of its tags or the repository is delete- or write-locked."""
+        digest = str(parse_digest(digest))
+        repo = target.repository
+        guard = delete_guard(target.registry, f"cannot delete manifest {repo + '@' + digest!r}")
+        if not await self.store.delete_manifest(target.registry.id, repo, digest, guard=guard):
             raise await self._manifest_unknown(target, digest)
 
     async def _describe(self, infos: list[ManifestInfo]) -> list[Manifest]:
@@ -409,12 +506,13 @@ class AcrMetadataService:
                     config_media_type=summary.config_media_type,
                     image_size=summary.image_size,
                     created_at=info.created_at,
-                    # hamn changes nothing on a manifest after its push (no locks yet).
+                    # A manifest's content never changes; attribute changes do not
+                    # count as updates (see the module docstring).
                     updated_at=info.created_at,
                     platform=platform,
                     tags=info.tags,
                     references=summary.references,
-                    attributes=UNLOCKED,
+                    attributes=info.attributes,
                 )
             )
         return out

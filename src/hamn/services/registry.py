@@ -3,6 +3,26 @@
 Takes its collaborators (the metadata store, the blob driver) explicitly and
 returns plain values; raises :class:`hamn.errors.HamnError` for every outcome a
 client must see as a protocol error.
+
+Locks (ACR's changeable attributes, SPEC §2) are decided here, for ``/v2/`` and
+``/acr/v1/`` alike:
+
+- ``writeEnabled=false`` on a repository refuses every manifest push and every
+  delete in it; on a tag, any push under it and its deletion (untag, or deleting
+  its manifest); on a manifest, its deletion. A tag is its own resource: moving
+  a tag off a write-locked manifest is governed by the tag's lock, not the
+  manifest's (ACR: the lock blocks overwriting and deleting *that* resource).
+- ``deleteEnabled=false`` refuses deleting the resource; on a repository, deleting
+  anything in it. Deleting a repository or a manifest refuses while anything it
+  would take along is locked, and names each lock.
+- ``readEnabled=false`` refuses pulling a manifest (by tag or digest) of that
+  repository, tag or manifest. Blob pulls stay as they are.
+- ``listEnabled=false`` hides the tag, manifest or repository from listings (the
+  store's listing queries filter it).
+
+Write checks are guards the store runs inside the write's own transaction, on the
+attributes it reads there, so a PATCH racing a push ends in one order or the other.
+Pull checks read the flags in the same statement that finds the manifest.
 """
 
 from __future__ import annotations
@@ -17,6 +37,7 @@ import orjson
 from hamn.errors import (
     BLOB_UNKNOWN,
     DIGEST_INVALID,
+    LOCKED,
     MANIFEST_BLOB_UNKNOWN,
     MANIFEST_UNKNOWN,
     NAME_INVALID,
@@ -24,8 +45,8 @@ from hamn.errors import (
     PAGINATION_INVALID,
     HamnError,
 )
-from hamn.metadata.models import ManifestRecord, Registry
-from hamn.metadata.store import MetadataStore, MissingReferences
+from hamn.metadata.models import AffectedContent, ChangeableAttributes, ManifestRecord, Registry
+from hamn.metadata.store import Guard, MetadataStore, MissingReferences
 from hamn.oci.digest import digest_bytes, is_digest, parse_digest
 from hamn.oci.manifest import OCI_INDEX, Descriptor, parse_manifest
 from hamn.oci.names import is_valid_registry_name, validate_repository_name, validate_tag
@@ -33,6 +54,19 @@ from hamn.storage.base import BlobDriver
 
 #: The most entries one page of tags or catalog returns, whatever ``n`` asks.
 MAX_PAGE = 10_000
+
+#: Attribute -> (ACR's key, the ``hamn repository update`` option that sets it).
+_FLAGS = {
+    "delete_enabled": ("deleteEnabled", "--delete-enabled"),
+    "write_enabled": ("writeEnabled", "--write-enabled"),
+    "read_enabled": ("readEnabled", "--read-enabled"),
+    "list_enabled": ("listEnabled", "--list-enabled"),
+}
+#: The locks that refuse a delete, and those that refuse a push.
+_DELETE_FLAGS = ("delete_enabled", "write_enabled")
+_WRITE_FLAGS = ("write_enabled",)
+#: How many locks one error names before it counts the rest.
+_LOCKS_NAMED = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +151,96 @@ class _ContentCache:
         while self._bytes > self.max_bytes:
             _, old = self._entries.popitem(last=False)
             self._bytes -= len(old)
+
+
+@dataclass(frozen=True, slots=True)
+class Lock:
+    """A lock that refuses an operation: what is locked and which attributes are false."""
+
+    kind: str  # "repository" | "tag" | "manifest"
+    reference: str  # "app", "app:v1" or "app@sha256:..."
+    flags: tuple[str, ...]  # attribute names, e.g. ("write_enabled",)
+
+
+def find_locks(
+    kind: str, reference: str, attributes: ChangeableAttributes, flags: tuple[str, ...]
+) -> list[Lock]:
+    """The lock on one resource among ``flags`` (empty when none of them is false)."""
+    found = tuple(flag for flag in flags if not getattr(attributes, flag))
+    return [Lock(kind, reference, found)] if found else []
+
+
+def locked_error(registry: Registry, refused: str, locks: list[Lock]) -> HamnError:
+    """LOCKED, naming every lock (up to a few) and the command that lifts the first."""
+
+    def describe(lock: Lock) -> str:
+        keys = " and ".join(f"{_FLAGS[f][0]}=false" for f in lock.flags)
+        return f"{lock.kind} {lock.reference!r} is locked ({keys})"
+
+    named = "; ".join(describe(lock) for lock in locks[:_LOCKS_NAMED])
+    if len(locks) > _LOCKS_NAMED:
+        named += f"; and {len(locks) - _LOCKS_NAMED} more"
+    first = locks[0]
+    which = "--repository" if first.kind == "repository" else "--image"
+    options = " ".join(f"{_FLAGS[f][1]} true" for f in first.flags)
+    command = f"hamn repository update -n {registry.name} {which} {first.reference} {options}"
+    also = " (and likewise for each lock named)" if len(locks) > 1 else ""
+    return HamnError(
+        LOCKED,
+        f"{refused}: {named}. Unlock it with `{command}`{also}",
+        detail={
+            "locked": [
+                {
+                    "kind": lock.kind,
+                    "name": lock.reference,
+                    "attributes": [_FLAGS[f][0] for f in lock.flags],
+                }
+                for lock in locks
+            ]
+        },
+    )
+
+
+def _tag_ref(repository: str, tag: str) -> str:
+    return f"{repository}:{tag}"
+
+
+def _digest_ref(repository: str, digest: str) -> str:
+    return f"{repository}@{digest}"
+
+
+def push_guard(registry: Registry, reference: str) -> Guard:
+    """Refuse a manifest push into a write-locked repository or under a write-locked tag."""
+
+    def guard(found: AffectedContent) -> None:
+        repo = found.repository
+        locks = find_locks("repository", repo, found.attributes, _WRITE_FLAGS)
+        for tag, attributes in found.tags:
+            locks += find_locks("tag", _tag_ref(repo, tag), attributes, _WRITE_FLAGS)
+        if locks:
+            where = (
+                _digest_ref(repo, reference) if is_digest(reference) else _tag_ref(repo, reference)
+            )
+            raise locked_error(registry, f"cannot push a manifest to {where!r}", locks)
+
+    return guard
+
+
+def delete_guard(registry: Registry, refused: str) -> Guard:
+    """Refuse a delete while the repository, or anything the delete takes along, is
+    delete- or write-locked; the error names every lock."""
+
+    def guard(found: AffectedContent) -> None:
+        repo = found.repository
+        locks = find_locks("repository", repo, found.attributes, _DELETE_FLAGS)
+        for digest, attributes in found.manifests:
+            locks += find_locks("manifest", _digest_ref(repo, digest), attributes, _DELETE_FLAGS)
+        for tag, attributes in found.tags:
+            locks += find_locks("tag", _tag_ref(repo, tag), attributes, _DELETE_FLAGS)
+        if locks:
+            raise locked_error(registry, refused, locks)
+
+    return guard
 
 
 def _page(entries: list[str], n: int | None) -> Page:
@@ -243,7 +367,39 @@ class RegistryService:
             record = await self.store.get_manifest(reg, repo, tag=validate_tag(reference))
         if record is None:
             raise self._manifest_unknown(reference)
+        if not (
+            record.repository_read_enabled
+            and record.manifest_read_enabled
+            and record.tag_read_enabled
+        ):
+            raise self._read_locked(target, reference, record)
         return record
+
+    @staticmethod
+    def _read_locked(target: Target, reference: str, record: ManifestRecord) -> HamnError:
+        repo = target.repository
+        read = ("read_enabled",)
+        locks = find_locks(
+            "repository",
+            repo,
+            ChangeableAttributes(read_enabled=record.repository_read_enabled),
+            read,
+        )
+        if not is_digest(reference):
+            locks += find_locks(
+                "tag",
+                _tag_ref(repo, reference),
+                ChangeableAttributes(read_enabled=record.tag_read_enabled),
+                read,
+            )
+        locks += find_locks(
+            "manifest",
+            _digest_ref(repo, record.digest),
+            ChangeableAttributes(read_enabled=record.manifest_read_enabled),
+            read,
+        )
+        where = _digest_ref(repo, reference) if is_digest(reference) else _tag_ref(repo, reference)
+        return locked_error(target.registry, f"cannot pull {where!r}", locks)
 
     @staticmethod
     def _manifest_unknown(reference: str) -> HamnError:
@@ -284,6 +440,7 @@ class RegistryService:
                 blobs=[d.digest for d in parsed.blobs],
                 children=[d.digest for d in parsed.manifests],
                 tag=tag,
+                guard=push_guard(target.registry, reference),
             )
         except MissingReferences as exc:
             what = [f"blob {d}" for d in exc.blobs] + [f"manifest {d}" for d in exc.manifests]
@@ -302,9 +459,15 @@ class RegistryService:
         """Delete a manifest by digest (with its tags), or just a tag by name."""
         reg, repo = target.registry.id, target.repository
         if is_digest(reference):
-            deleted = await self.store.delete_manifest(reg, repo, str(parse_digest(reference)))
+            digest = str(parse_digest(reference))
+            guard = delete_guard(
+                target.registry, f"cannot delete manifest {_digest_ref(repo, digest)!r}"
+            )
+            deleted = await self.store.delete_manifest(reg, repo, digest, guard=guard)
         else:
-            deleted = await self.store.delete_tag(reg, repo, validate_tag(reference))
+            tag = validate_tag(reference)
+            guard = delete_guard(target.registry, f"cannot delete tag {_tag_ref(repo, tag)!r}")
+            deleted = await self.store.delete_tag(reg, repo, tag, guard=guard)
         if not deleted:
             raise self._manifest_unknown(reference)
 
@@ -386,7 +549,12 @@ class RegistryService:
     async def delete_blob(self, target: Target, digest: str) -> None:
         """Unlink a blob from the repository (bytes go when nothing references them)."""
         digest = str(parse_digest(digest))
-        if not await self.store.unlink_blob(target.registry.id, target.repository, digest):
+        guard = delete_guard(
+            target.registry, f"cannot delete blob {digest} from {target.repository!r}"
+        )
+        if not await self.store.unlink_blob(
+            target.registry.id, target.repository, digest, guard=guard
+        ):
             raise HamnError(
                 BLOB_UNKNOWN,
                 f"blob {digest} is not in repository {target.repository!r}",
