@@ -23,6 +23,11 @@ def default_data_dir() -> Path:
     return Path(base) / "hamn"
 
 
+_GIB = 1024**3
+#: Included storage per SKU (SPEC §2).
+DEFAULT_STORAGE_QUOTAS = {"Basic": 10 * _GIB, "Standard": 100 * _GIB, "Premium": 500 * _GIB}
+
+
 class Settings(BaseSettings):
     """Everything ``hamn serve`` needs to know."""
 
@@ -62,6 +67,10 @@ class Settings(BaseSettings):
     bootstrap_password: str = Field("", repr=False)
     #: How long refresh tokens (``hamn login``, ``hamn auth login``) stay valid.
     refresh_token_hours: int = Field(24, ge=1, le=24 * 90)
+    #: Each SKU's storage quota in bytes (SPEC §2: 10, 100 and 500 GiB), the limit of
+    #: show-usage's Size and of pushes. ``HAMN_STORAGE_QUOTAS='{"Basic": 1073741824}'``
+    #: changes some and keeps the others.
+    storage_quotas: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_STORAGE_QUOTAS))
     #: Failed sign-ins allowed per minute per (client address, username), and per address.
     auth_failures_per_user: int = Field(10, ge=1)
     auth_failures_per_address: int = Field(100, ge=1)
@@ -79,6 +88,18 @@ class Settings(BaseSettings):
     def scheme(self) -> str:
         """``https`` when TLS is configured, else ``http``."""
         return "https" if self.tls_cert else "http"
+
+    @field_validator("storage_quotas")
+    @classmethod
+    def _quotas(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = set(value) - set(DEFAULT_STORAGE_QUOTAS)
+        if unknown:
+            raise ValueError(
+                f"storage_quotas: unknown SKU {sorted(unknown)}; SKUs are Basic, Standard, Premium"
+            )
+        if any(v <= 0 for v in value.values()):
+            raise ValueError("storage_quotas: a quota is a positive number of bytes")
+        return {**DEFAULT_STORAGE_QUOTAS, **value}
 
     @field_validator("default_registry")
     @classmethod

@@ -957,3 +957,123 @@ def test_concurrent_lock_and_push_end_in_one_order(store: MetadataStore, reg: in
         run(push(99))
     tag = run(store.get_tag(reg, "app", "latest"))
     assert tag is not None and tag.attributes == flags(write=False)
+
+
+# -- usage (show-usage's Size, the quota) ------------------------------------------------------
+
+
+def size_of(*names: str) -> int:
+    return sum(blob(n)[1] for n in names)
+
+
+def test_usage_counts_each_referenced_blob_once(store: MetadataStore, reg: int) -> None:
+    a, shared = link(store, reg, "app", "layer-a"), link(store, reg, "app", "shared")
+    assert run(store.registry_size(reg)) == 0  # linked but unreferenced: not counted
+    one = put(store, reg, "app", "one", tag="1", blobs=(a, shared))
+    assert run(store.registry_size(reg)) == size_of("layer-a", "shared")
+    # The shared layer in another repository and another manifest is counted once.
+    link(store, reg, "other", "shared")
+    b = link(store, reg, "other", "layer-b")
+    put(store, reg, "other", "two", tag="1", blobs=(shared, b))
+    assert run(store.registry_size(reg)) == size_of("layer-a", "shared", "layer-b")
+    # Pushing the same manifest again, under another tag, changes nothing.
+    put(store, reg, "app", "one", tag="again", blobs=(a, shared))
+    assert run(store.registry_size(reg)) == size_of("layer-a", "shared", "layer-b")
+    # Deleting it frees only what nothing else references, at once.
+    assert run(store.delete_manifest(reg, "app", one))
+    assert run(store.registry_size(reg)) == size_of("shared", "layer-b")
+    assert run(store.delete_repository(reg, "other")) is not None
+    assert run(store.registry_size(reg)) == 0
+
+
+def test_usage_is_per_registry(store: MetadataStore, reg: int) -> None:
+    other = run(store.ensure_registry("otherreg")).id
+    a = link(store, reg, "app", "layer-a")
+    link(store, other, "app", "layer-a")
+    put(store, reg, "app", "one", blobs=(a,))
+    put(store, other, "app", "one", blobs=(a,))
+    assert run(store.registry_size(reg)) == run(store.registry_size(other)) == size_of("layer-a")
+    assert run(store.delete_repository(other, "app")) is not None
+    assert run(store.registry_size(other)) == 0
+    assert run(store.registry_size(reg)) == size_of("layer-a")
+
+
+def test_a_manifest_past_the_quota_stores_nothing(store: MetadataStore, reg: int) -> None:
+    from hamn.metadata.store import QuotaExceeded
+
+    a, b = link(store, reg, "app", "layer-a"), link(store, reg, "app", "layer-b")
+    put(store, reg, "app", "one", tag="v1", blobs=(a,))
+    quota = size_of("layer-a", "layer-b") - 1
+    body = manifest_body("two")
+    with pytest.raises(QuotaExceeded) as caught:
+        run(
+            store.put_manifest(
+                reg, "app", digest=digest_bytes(body), media_type=OCI_MANIFEST,
+                artifact_type=None, subject_digest=None, content=body, annotations=None,
+                blobs=[a, b], children=[], tag="v2", quota=quota,
+            )
+        )  # fmt: skip
+    assert (caught.value.usage, caught.value.adding, caught.value.quota) == (
+        size_of("layer-a"),
+        size_of("layer-b"),
+        quota,
+    )
+    assert run(store.get_manifest(reg, "app", digest=digest_bytes(body))) is None
+    assert run(store.get_tag(reg, "app", "v2")) is None
+    assert run(store.registry_size(reg)) == size_of("layer-a")
+    # What already counts never trips the quota: a manifest of counted blobs fits.
+    put_ok = store.put_manifest(
+        reg, "app", digest=digest_bytes(manifest_body("three")), media_type=OCI_MANIFEST,
+        artifact_type=None, subject_digest=None, content=manifest_body("three"),
+        annotations=None, blobs=[a], children=[], tag="v3", quota=size_of("layer-a"),
+    )  # fmt: skip
+    run(put_ok)
+    assert run(store.registry_size(reg)) == size_of("layer-a")
+
+
+def test_blob_over_quota(store: MetadataStore, reg: int) -> None:
+    a = link(store, reg, "app", "layer-a")
+    put(store, reg, "app", "one", blobs=(a,))
+    new, new_size = blob("layer-new")
+    used = size_of("layer-a")
+    assert run(store.blob_over_quota(reg, new, new_size, used + new_size)) is None
+    over = run(store.blob_over_quota(reg, new, new_size, used + new_size - 1))
+    assert over is not None and (over.usage, over.adding) == (used, new_size)
+    # A blob the registry already counts adds nothing, whatever the quota.
+    assert run(store.blob_over_quota(reg, a, size_of("layer-a"), 1)) is None
+
+
+def test_concurrent_pushes_and_deletes_keep_usage_exact(store: MetadataStore, reg: int) -> None:
+    shared = link(store, reg, "app", "shared")
+    own = [link(store, reg, "app", f"own-{i}") for i in range(12)]
+    results = gather(
+        *(put_later(store, reg, "app", f"m{i}", blobs=(shared, own[i])) for i in range(12))
+    )
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    expected = size_of("shared", *(f"own-{i}" for i in range(12)))
+    assert run(store.registry_size(reg)) == expected
+    digests = [digest_bytes(manifest_body(f"m{i}")) for i in range(12)]
+    results = gather(*(store.delete_manifest(reg, "app", d) for d in digests[:11]))
+    assert results == [True] * 11
+    assert run(store.registry_size(reg)) == size_of("shared", "own-11")
+
+
+def test_migration_0005_counts_what_exists(store: MetadataStore, reg: int, engine: Engine) -> None:
+    a, shared = link(store, reg, "app", "layer-a"), link(store, reg, "app", "shared")
+    link(store, reg, "other", "shared")
+    put(store, reg, "app", "one", blobs=(a, shared))
+    put(store, reg, "other", "two", blobs=(shared,))
+    before = run(store.registry_size(reg))
+    cfg = AlembicConfig()
+    cfg.set_main_option(
+        "script_location", str(resources.files("hamn.metadata").joinpath("migrations"))
+    )
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0004")
+    assert "registry_usage" not in inspect(engine).get_table_names()
+    migrate(engine)  # back to head: the usage is rebuilt from the references
+    assert run(store.registry_size(reg)) == before == size_of("layer-a", "shared")
+    put(store, reg, "app", "three", blobs=(a,))
+    assert run(store.delete_manifest(reg, "app", digest_bytes(manifest_body("one"))))
+    assert run(store.registry_size(reg)) == size_of("layer-a", "shared")

@@ -91,9 +91,13 @@ def create_app(settings: Settings, *, prepare_database: bool = True) -> ASGIApp:
         settings.storage_driver, root=settings.resolved_storage_root, fsync=settings.fsync
     )
     registry = RegistryService(
-        store, driver, domain=settings.domain, default_registry=settings.default_registry
+        store,
+        driver,
+        domain=settings.domain,
+        default_registry=settings.default_registry,
+        quotas=settings.storage_quotas,
     )
-    uploads = BlobUploadService(store, driver)
+    uploads = BlobUploadService(store, driver, quotas=settings.storage_quotas)
     auth = _auth_service(settings, store)
     access = RequestAuth(
         auth,
@@ -149,7 +153,12 @@ def create_app(settings: Settings, *, prepare_database: bool = True) -> ASGIApp:
             Route("/oauth2/token", of_kind("token", access.token_post), methods=["POST"]),
             Route("/oauth2/exchange", of_kind("token", access.exchange), methods=["POST"]),
             *management_routes(
-                auth.identities, store, auth.server_key, settings.domain, access.identity
+                auth.identities,
+                store,
+                auth.server_key,
+                settings.domain,
+                access.identity,
+                storage_quotas=settings.storage_quotas,
             ),
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),

@@ -52,11 +52,12 @@ class AffectedContent:
 
 @dataclass(frozen=True, slots=True)
 class Registry:
-    """A registry: the unit of routing (login server) and, later, of access and quota."""
+    """A registry: the unit of routing (login server), of access and of quota (its SKU)."""
 
     id: int
     name: str
     created_at: datetime
+    sku: str = "Basic"
 
 
 @dataclass(frozen=True, slots=True)

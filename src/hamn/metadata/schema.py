@@ -187,6 +187,29 @@ tags = Table(
     Index("ix_tags_manifest_id", "manifest_id"),
 )
 
+#: Per registry, how many manifests reference each blob (a blob counts toward the
+#: registry's usage while this is above zero; each blob once, however many use it).
+registry_blob_refs = Table(
+    "registry_blob_refs",
+    metadata,
+    Column(
+        "registry_id", Integer, ForeignKey("registries.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("digest", String(140), primary_key=True),
+    Column("refs", Integer, nullable=False),
+)
+
+#: Per registry, the bytes of the distinct blobs its manifests reference: kept in the
+#: same transaction as every manifest write, so it is exact at every moment.
+registry_usage = Table(
+    "registry_usage",
+    metadata,
+    Column(
+        "registry_id", Integer, ForeignKey("registries.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("bytes", BigInteger, nullable=False),
+)
+
 uploads = Table(
     "uploads",
     metadata,

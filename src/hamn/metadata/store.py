@@ -84,6 +84,20 @@ class UploadConflict(Exception):
     """The upload's offset moved under us (another request wrote to it)."""
 
 
+class QuotaExceeded(Exception):
+    """A write would take the registry's usage past its quota; nothing was stored.
+
+    ``usage`` is the registry's usage before the write, ``adding`` what the write
+    would have added, ``quota`` the limit, all in bytes.
+    """
+
+    def __init__(self, usage: int, adding: int, quota: int) -> None:
+        super().__init__(f"usage {usage} + {adding} bytes would pass the quota of {quota}")
+        self.usage = usage
+        self.adding = adding
+        self.quota = quota
+
+
 def utcnow() -> datetime:
     """Now, timezone-aware UTC."""
     return datetime.now(UTC)
@@ -161,9 +175,9 @@ def migrate(engine: Engine) -> None:
 
 # Hot-path statements are built once: SQLAlchemy then reuses their compiled form
 # and cache key instead of rebuilding both on every request.
-_REGISTRY_BY_KEY = select(t.registries.c.id, t.registries.c.name, t.registries.c.created_at).where(
-    t.registries.c.name_key == bindparam("key")
-)
+_REGISTRY_BY_KEY = select(
+    t.registries.c.id, t.registries.c.name, t.registries.c.created_at, t.registries.c.sku
+).where(t.registries.c.name_key == bindparam("key"))
 _MANIFEST_COLS = (
     t.manifests.c.id,
     t.manifests.c.digest,
@@ -551,13 +565,15 @@ class MetadataStore:
         row = conn.execute(
             select(t.registries).where(t.registries.c.name_key == name.lower())
         ).one()
-        return Registry(row.id, row.name, _aware(row.created_at))
+        return Registry(row.id, row.name, _aware(row.created_at), row.sku)
 
     @_reading
     def get_registry(self, name: str) -> Registry | None:
         """The registry named ``name`` (case-insensitive), or None."""
         rows = self._fast(_REGISTRY_BY_KEY, {"key": name.lower()})
-        return Registry(rows[0][0], rows[0][1], _timestamp(rows[0][2])) if rows else None
+        if not rows:
+            return None
+        return Registry(rows[0][0], rows[0][1], _timestamp(rows[0][2]), rows[0][3])
 
     # -- repositories -----------------------------------------------------------
     @staticmethod
@@ -691,6 +707,112 @@ class MetadataStore:
         )
         return bool(result.rowcount)
 
+    # -- usage (show-usage's Size, the quota) --------------------------------------
+    def _change_usage(self, conn: Connection, registry_id: int, delta: int) -> tuple[int, int]:
+        """Add ``delta`` bytes to the registry's usage; (before, after). The row is
+        locked by the update until the transaction ends, so concurrent writers on
+        PostgreSQL queue here and each sees the total of those before it."""
+        u = t.registry_usage
+        conn.execute(
+            self._insert(u)
+            .values(registry_id=registry_id, bytes=0)
+            .on_conflict_do_nothing(index_elements=["registry_id"])
+        )
+        after = conn.execute(
+            update(u)
+            .where(u.c.registry_id == registry_id)
+            .values(bytes=u.c.bytes + delta)
+            .returning(u.c.bytes)
+        ).scalar_one()
+        return int(after) - delta, int(after)
+
+    def _reference(
+        self, conn: Connection, registry_id: int, digests: Iterable[str], quota: int | None
+    ) -> None:
+        """One more manifest references each of ``digests``; blobs new to the registry
+        add their size to its usage. QuotaExceeded (the caller's transaction then
+        stores nothing) when that passes ``quota``."""
+        refs = t.registry_blob_refs
+        added = 0
+        wanted = sorted(set(digests))
+        if not wanted:
+            return
+        rows = conn.execute(
+            select(t.blobs.c.digest, t.blobs.c.size).where(t.blobs.c.digest.in_(wanted))
+        ).all()
+        sizes = {str(r[0]): int(r[1]) for r in rows}
+        for digest in wanted:
+            count = conn.execute(
+                self._insert(refs)
+                .values(registry_id=registry_id, digest=digest, refs=1)
+                .on_conflict_do_update(
+                    index_elements=["registry_id", "digest"], set_={"refs": refs.c.refs + 1}
+                )
+                .returning(refs.c.refs)
+            ).scalar_one()
+            if count == 1:
+                added += int(sizes.get(digest, 0))
+        if added:
+            before, after = self._change_usage(conn, registry_id, added)
+            if quota is not None and after > quota:
+                raise QuotaExceeded(before, added, quota)
+
+    def _release(self, conn: Connection, registry_id: int, manifest_ids: Any) -> None:
+        """The manifests ``manifest_ids`` (a select of ids) stop referencing their blobs;
+        blobs nothing else in the registry references leave its usage at once."""
+        mb, refs = t.manifest_blobs, t.registry_blob_refs
+        counts = conn.execute(
+            select(mb.c.digest, func.count())
+            .where(mb.c.manifest_id.in_(manifest_ids))
+            .group_by(mb.c.digest)
+            .order_by(mb.c.digest)
+        ).all()
+        freed: list[str] = []
+        for digest, n in counts:
+            left = conn.execute(
+                update(refs)
+                .where(refs.c.registry_id == registry_id, refs.c.digest == digest)
+                .values(refs=refs.c.refs - n)
+                .returning(refs.c.refs)
+            ).scalar()
+            if left is not None and left <= 0:
+                freed.append(digest)
+        if not freed:
+            return
+        conn.execute(
+            delete(refs).where(refs.c.registry_id == registry_id, refs.c.digest.in_(freed))
+        )
+        size = conn.execute(
+            select(func.coalesce(func.sum(t.blobs.c.size), 0)).where(t.blobs.c.digest.in_(freed))
+        ).scalar_one()
+        if size:
+            self._change_usage(conn, registry_id, -int(size))
+
+    @_reading
+    def blob_over_quota(
+        self, registry_id: int, digest: str, size: int, quota: int
+    ) -> QuotaExceeded | None:
+        """Why a new blob cannot fit the registry's quota, or None if it can (or the
+        registry's manifests already reference it, so it adds nothing). Checked before
+        a blob is published, so a push is refused at its first blob that cannot fit;
+        the manifest's own check (in :meth:`put_manifest`) is the exact one."""
+        refs = t.registry_blob_refs
+        with self.engine.connect() as conn:
+            held = conn.execute(
+                select(refs.c.refs).where(
+                    refs.c.registry_id == registry_id, refs.c.digest == digest
+                )
+            ).scalar()
+            if held is not None:
+                return None
+            usage = conn.execute(
+                select(t.registry_usage.c.bytes).where(
+                    t.registry_usage.c.registry_id == registry_id
+                )
+            ).scalar()
+        usage = int(usage or 0)
+        return QuotaExceeded(usage, size, quota) if usage + size > quota else None
+
     # -- manifests --------------------------------------------------------------
     @staticmethod
     def _manifest(row: Any) -> ManifestRecord:
@@ -745,13 +867,16 @@ class MetadataStore:
         children: Iterable[str],
         tag: str | None,
         guard: Guard | None = None,
+        quota: int | None = None,
     ) -> None:
         """Store a manifest with its references, and point ``tag`` at it, in one transaction.
 
         Raises MissingReferences (and stores nothing) when a referenced blob is
         not linked to the repository or a child manifest is not in it. ``guard``
         first sees the repository and the existing tag with their attributes,
-        and may refuse (by raising; nothing is stored).
+        and may refuse (by raising; nothing is stored). A new manifest's blobs
+        join the registry's usage in the same transaction; QuotaExceeded (nothing
+        stored) when that would pass ``quota`` bytes.
         """
         blob_set, child_set = set(blobs), set(children)
         now = utcnow()
@@ -767,7 +892,7 @@ class MetadataStore:
         missing_children = _missing(conn, t.manifests, repo_id, child_set)
         if missing_blobs or missing_children:
             raise MissingReferences(missing_blobs, missing_children)
-        conn.execute(
+        inserted = conn.execute(
             self._insert(t.manifests)
             .values(
                 repository_id=repo_id,
@@ -781,12 +906,17 @@ class MetadataStore:
                 created_at=now,
             )
             .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
-        )
-        manifest_id = conn.execute(
-            select(t.manifests.c.id).where(
-                t.manifests.c.repository_id == repo_id, t.manifests.c.digest == digest
-            )
-        ).scalar_one()
+            .returning(t.manifests.c.id)
+        ).scalar()
+        if inserted is not None:
+            manifest_id = inserted
+            self._reference(conn, registry_id, blob_set, quota)
+        else:
+            manifest_id = conn.execute(
+                select(t.manifests.c.id).where(
+                    t.manifests.c.repository_id == repo_id, t.manifests.c.digest == digest
+                )
+            ).scalar_one()
         if blob_set:
             conn.execute(
                 self._insert(t.manifest_blobs).on_conflict_do_nothing(
@@ -862,6 +992,7 @@ class MetadataStore:
                 )
             )
         conn.execute(delete(t.tags).where(t.tags.c.manifest_id == manifest_id))
+        self._release(conn, registry_id, [manifest_id])
         conn.execute(delete(t.manifest_blobs).where(t.manifest_blobs.c.manifest_id == manifest_id))
         conn.execute(
             delete(t.manifest_children).where(t.manifest_children.c.manifest_id == manifest_id)
@@ -1008,16 +1139,16 @@ class MetadataStore:
 
     @_reading
     def registry_size(self, registry_id: int) -> int:
-        """Bytes of the distinct blobs the registry's repositories link, each blob counted
-        once however many repositories or manifests use it (``show-usage``'s Size)."""
-        linked = (
-            select(t.repository_blobs.c.digest)
-            .join(t.repositories, t.repositories.c.id == t.repository_blobs.c.repository_id)
-            .where(t.repositories.c.registry_id == registry_id)
-        )
-        q = select(func.coalesce(func.sum(t.blobs.c.size), 0)).where(t.blobs.c.digest.in_(linked))
+        """Bytes of the distinct blobs the registry's manifests reference, each blob counted
+        once however many repositories or manifests use it (``show-usage``'s Size, the
+        quota). Kept in the transactions that change references, so always exact."""
         with self.engine.connect() as conn:
-            return int(conn.execute(q).scalar_one())
+            value = conn.execute(
+                select(t.registry_usage.c.bytes).where(
+                    t.registry_usage.c.registry_id == registry_id
+                )
+            ).scalar()
+        return int(value or 0)
 
     # -- ACR metadata (/acr/v1/...): attributes, time-ordered pages, repository delete --
     @_reading
@@ -1333,6 +1464,7 @@ class MetadataStore:
         tag_names = sorted(r[0] for r in tag_rows)
         manifest_ids = select(t.manifests.c.id).where(t.manifests.c.repository_id == repo_id)
         conn.execute(delete(t.tags).where(t.tags.c.repository_id == repo_id))
+        self._release(conn, registry_id, manifest_ids)
         conn.execute(
             delete(t.manifest_blobs).where(t.manifest_blobs.c.manifest_id.in_(manifest_ids))
         )
@@ -1351,6 +1483,7 @@ __all__ = [
     "IntegrityError",
     "MetadataStore",
     "MissingReferences",
+    "QuotaExceeded",
     "UploadConflict",
     "create_metadata_engine",
     "migrate",

@@ -46,10 +46,11 @@ from hamn.errors import (
     HamnError,
 )
 from hamn.metadata.models import AffectedContent, ChangeableAttributes, ManifestRecord, Registry
-from hamn.metadata.store import Guard, MetadataStore, MissingReferences
+from hamn.metadata.store import Guard, MetadataStore, MissingReferences, QuotaExceeded
 from hamn.oci.digest import digest_bytes, is_digest, parse_digest
 from hamn.oci.manifest import OCI_INDEX, Descriptor, parse_manifest
 from hamn.oci.names import is_valid_registry_name, validate_repository_name, validate_tag
+from hamn.services.quota import Quotas, quota_error, quota_for
 from hamn.storage.base import BlobDriver
 
 #: The most entries one page of tags or catalog returns, whatever ``n`` asks.
@@ -262,8 +263,10 @@ class RegistryService:
         default_registry: str | None,
         registry_cache_ttl: float = 1.0,
         manifest_cache_bytes: int = 64 * 1024 * 1024,
+        quotas: Quotas | None = None,
     ) -> None:
         self.store = store
+        self.quotas: Quotas = quotas or {}
         self.blobs = blobs
         self.domain = domain.lower().strip(".")
         self.default_registry = default_registry
@@ -441,7 +444,10 @@ class RegistryService:
                 children=[d.digest for d in parsed.manifests],
                 tag=tag,
                 guard=push_guard(target.registry, reference),
+                quota=quota_for(self.quotas, target.registry),
             )
+        except QuotaExceeded as exc:
+            raise quota_error(target.registry, exc) from None
         except MissingReferences as exc:
             what = [f"blob {d}" for d in exc.blobs] + [f"manifest {d}" for d in exc.manifests]
             raise HamnError(

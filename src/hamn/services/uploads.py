@@ -32,6 +32,7 @@ from hamn.errors import (
 from hamn.metadata.models import Upload
 from hamn.metadata.store import MetadataStore, UploadConflict
 from hamn.oci.digest import DEFAULT_ALGORITHM, Hasher, new_hasher, parse_digest
+from hamn.services.quota import Quotas, quota_error, quota_for
 from hamn.services.registry import Target
 from hamn.storage.base import BlobDriver, StorageBusy, StorageNotFound, UploadWriter
 
@@ -64,9 +65,12 @@ class CommittedBlob:
 class BlobUploadService:
     """Starts, feeds, completes and cancels blob uploads; mounts blobs across repositories."""
 
-    def __init__(self, store: MetadataStore, blobs: BlobDriver) -> None:
+    def __init__(
+        self, store: MetadataStore, blobs: BlobDriver, *, quotas: Quotas | None = None
+    ) -> None:
         self.store = store
         self.blobs = blobs
+        self.quotas: Quotas = quotas or {}
         self._hash_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hamn-hash")
         self._states: OrderedDict[str, tuple[int, Hasher]] = OrderedDict()
 
@@ -264,6 +268,15 @@ class BlobUploadService:
                 detail={"expected": digest, "actual": actual},
             )
         size = writer.size
+        quota = quota_for(self.quotas, target.registry)
+        if quota is not None:
+            over = await self.store.blob_over_quota(target.registry.id, digest, size, quota)
+            if over is not None:
+                # Refused before it is published: the bytes are not kept.
+                await self.store.delete_upload(upload.id)
+                await writer.cancel()
+                self._states.pop(upload.id, None)
+                raise quota_error(target.registry, over)
         await writer.commit(digest)
         await self.store.finish_upload(
             upload.id, target.registry.id, target.repository, digest, size

@@ -12,6 +12,8 @@ the document cannot drift from what the server does.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -61,9 +63,13 @@ def management_routes(
     secret_key: bytes,
     domain: str,
     authenticate: Authenticate,
+    *,
+    storage_quotas: Mapping[str, int] | None = None,
 ) -> list[BaseRoute]:
     """The ``/api`` routes, for the composition root: the services over the stores, the
     server key that seals admin passwords, the login servers' domain, and the function
     that resolves a request's caller."""
-    services = ManagementServices.build(identities, store, secret_key=secret_key, domain=domain)
+    services = ManagementServices.build(
+        identities, store, secret_key=secret_key, domain=domain, storage_quotas=storage_quotas
+    )
     return ManagementApi(services, authenticate).routes()

@@ -19,6 +19,7 @@ design, which must not stall the event loop). Nothing here logs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from hamn.auth.secrets import hash_secret
@@ -49,12 +50,18 @@ class ManagementServices:
         secret_key: bytes,
         domain: str,
         hasher: Hasher = hash_secret,
+        storage_quotas: Mapping[str, int] | None = None,
     ) -> ManagementServices:
         """Every service over the stores: the server key seals admin passwords, the domain
         makes login servers, and ``hasher`` hashes new secrets (tests pass a cheap one)."""
         return cls(
             RegistryService(
-                identities, metadata, secret_key=secret_key, domain=domain, hasher=hasher
+                identities,
+                metadata,
+                secret_key=secret_key,
+                domain=domain,
+                hasher=hasher,
+                storage_quotas=storage_quotas,
             ),
             TokenService(identities, hasher=hasher),
             RoleService(identities),

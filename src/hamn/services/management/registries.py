@@ -12,6 +12,7 @@ them again, as ACR does. Nothing here logs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -121,10 +122,13 @@ class RegistryService:
         secret_key: bytes,
         domain: str,
         hasher: Hasher = hash_secret,
+        storage_quotas: Mapping[str, int] | None = None,
     ) -> None:
         self._identities = identities
         self._metadata = metadata
         self._key = secret_key
+        # The quotas the data plane enforces (Settings.storage_quotas); SKU_STORAGE by default.
+        self._quotas: Mapping[str, int] = storage_quotas or SKU_STORAGE
         self._domain = domain.lower().strip(".")
         # Tests pass a cheaper hasher; the server always uses the OWASP parameters.
         self._hasher = hasher
@@ -312,7 +316,7 @@ class RegistryService:
         tokens = await stored(self._identities.list_tokens(info.name))
         scope_maps = await stored(self._identities.list_scope_maps(info.name))
         return [
-            Usage("Size", SKU_STORAGE[info.sku], size, "Bytes"),
+            Usage("Size", self._quotas.get(info.sku, SKU_STORAGE[info.sku]), size, "Bytes"),
             Usage("Webhooks", SKU_WEBHOOKS[info.sku], 0, "Count"),
             # Replication does not exist in hamn yet.
             Usage("Replications", 0, 0, "Count"),
