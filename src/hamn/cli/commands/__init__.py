@@ -9,6 +9,7 @@ from hamn.cli.commands.auth import auth
 from hamn.cli.commands.credential import credential
 from hamn.cli.commands.login import login_commands
 from hamn.cli.commands.manifest import manifest
+from hamn.cli.commands.purge import purge_commands
 from hamn.cli.commands.registry import registry_commands
 from hamn.cli.commands.repository import repository
 from hamn.cli.commands.role import role
@@ -21,6 +22,8 @@ def register(cli: click.Group) -> None:
     cli.add_command(repository)
     cli.add_command(manifest)
     for command in registry_commands.commands.values():
+        cli.add_command(command)
+    for command in purge_commands.commands.values():
         cli.add_command(command)
     for group in (credential, role, ad, token, scope_map):
         cli.add_command(group)
