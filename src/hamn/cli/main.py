@@ -12,6 +12,7 @@ import click
 
 from hamn import __version__
 from hamn.cli.commands import register
+from hamn.cli.commands.fsck import fsck
 
 if TYPE_CHECKING:
     from hamn.config import Settings
@@ -30,6 +31,8 @@ def cli() -> None:
 
 
 register(cli)
+# Beside ``serve``: like it, ``fsck`` works on the deployment's own database and storage.
+cli.add_command(fsck)
 
 
 def _prepare(settings: Settings) -> tuple[bool, str | None]:

@@ -8,6 +8,7 @@ Distribution's shape: append, then ``commit`` (atomic publish) or ``cancel``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -21,6 +22,23 @@ class StorageNotFound(StorageError):
 
 class StorageBusy(StorageError):
     """Another writer holds the upload; the caller should retry later."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """One file a storage scan found (for fsck): a blob's or an upload's bytes.
+
+    ``key`` is the blob digest or upload id the file is stored as; for a stray
+    file (named like nothing hamn writes) it is the file's place under the
+    storage root. ``changed_at`` (POSIX seconds) is the last change to the
+    file's bytes *or its name*: publishing a blob is a rename, so a blob just
+    published is recent even when its upload's bytes were written long ago.
+    """
+
+    key: str
+    size: int
+    changed_at: float
+    stray: bool = False
 
 
 class UploadWriter(Protocol):
@@ -92,6 +110,37 @@ class BlobDriver(Protocol):
 
     def list_blobs(self) -> AsyncIterator[str]:
         """Every stored blob digest (for fsck and garbage collection)."""
+        ...
+
+    # -- fsck: read-only scans, and removals that never race a live push ---------
+    def scan_blobs(self) -> AsyncIterator[StoredFile]:
+        """Every file in the blob area, in digest order; strays marked ``stray``."""
+        ...
+
+    def scan_uploads(self) -> AsyncIterator[StoredFile]:
+        """Every file in the upload area; files not named as upload ids marked ``stray``."""
+        ...
+
+    async def stat_upload(self, upload_id: str) -> StoredFile | None:
+        """An upload's bytes (size, last change), or None when it has none."""
+        ...
+
+    async def remove_blob_if_unchanged(self, digest: str, changed_before: float) -> bool:
+        """Remove the blob's bytes only if they last changed before ``changed_before``.
+
+        A blob published again meanwhile (a new file under the same name) is
+        left alone, whenever the publish happens. True if bytes were removed.
+        """
+        ...
+
+    async def quarantine_blob(self, digest: str, changed_before: float) -> str | None:
+        """Move the blob's bytes out of the blob area (kept for inspection), under the
+        same rule as :meth:`remove_blob_if_unchanged`; where they went, or None."""
+        ...
+
+    async def remove_upload_if_idle(self, upload_id: str, changed_before: float) -> bool:
+        """Remove an upload's bytes if no writer holds them and they last changed before
+        ``changed_before``. True if bytes were removed."""
         ...
 
     def close(self) -> None:

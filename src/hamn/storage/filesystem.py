@@ -4,6 +4,9 @@ Key layout, the only place it is defined::
 
     <root>/blobs/<algorithm>/<first two hex chars>/<hex>   published blob bytes
     <root>/uploads/<upload id>                             bytes of an upload in progress
+    <root>/quarantine/<algorithm>-<hex>-<unix time>        corrupt blobs ``hamn fsck --repair``
+                                                           moved aside (``.removing-*``: a
+                                                           removal fsck was interrupted in)
 
 Uploads become blobs by ``rename(2)``, so a blob path either holds the whole,
 verified content or does not exist: a crash never leaves a partial blob
@@ -18,14 +21,19 @@ import contextlib
 import fcntl
 import os
 import re
+import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from hamn.storage.base import StorageBusy, StorageNotFound, UploadWriter
+from hamn.storage.base import StorageBusy, StorageError, StorageNotFound, StoredFile, UploadWriter
 
 _UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}\Z")
 _DIGEST_RE = re.compile(r"^(?:(sha256):([0-9a-f]{64})|(sha512):([0-9a-f]{128}))\Z")
+#: Hex length of each algorithm's blob file names (the scan's idea of a well-named blob).
+_HEX_LENGTHS = {"sha256": 64, "sha512": 128}
+_PREFIX_RE = re.compile(r"^[0-9a-f]{2}\Z")
 _READ_CHUNK = 1024 * 1024
 _INLINE_WRITE = 64 * 1024
 T = TypeVar("T")
@@ -41,6 +49,7 @@ class FilesystemDriver:
         self.fsync = fsync
         self._blobs = os.path.join(self.root, "blobs")
         self._uploads = os.path.join(self.root, "uploads")
+        self._quarantine = os.path.join(self.root, "quarantine")
         os.makedirs(self._blobs, exist_ok=True)
         os.makedirs(self._uploads, exist_ok=True)
         # Disk I/O runs off the event loop; a few threads keep reads and writes overlapping.
@@ -117,6 +126,160 @@ class FilesystemDriver:
             for prefix in sorted(os.listdir(base)):
                 for name in sorted(os.listdir(os.path.join(base, prefix))):
                     yield f"{algorithm}:{name}"
+
+    # -- fsck -----------------------------------------------------------------
+    def _file(self, key: str, st: os.stat_result, *, stray: bool = False) -> StoredFile:
+        # ctime moves on rename(2) (how a blob is published) as well as on writes.
+        return StoredFile(key, st.st_size, max(st.st_mtime, st.st_ctime), stray)
+
+    def _stray(self, path: str) -> StoredFile:
+        rel = os.path.relpath(path, self.root)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return StoredFile(rel, 0, 0.0, True)
+        return self._file(rel, st, stray=True)
+
+    def _scan_directory(self, path: str) -> list[tuple[str, bool, os.stat_result | None]]:
+        """Entries of a directory: (name, is a directory, lstat of a regular file)."""
+        out: list[tuple[str, bool, os.stat_result | None]] = []
+        try:
+            with os.scandir(path) as it:
+                for entry in it:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            out.append((entry.name, True, None))
+                        elif entry.is_file(follow_symlinks=False):
+                            out.append((entry.name, False, entry.stat(follow_symlinks=False)))
+                        else:
+                            out.append((entry.name, False, None))  # symlink, fifo...: stray
+                    except FileNotFoundError:
+                        continue  # removed while we looked
+        except FileNotFoundError:
+            return []
+        return sorted(out, key=lambda e: e[0])
+
+    async def scan_blobs(self) -> AsyncIterator[StoredFile]:
+        """Every file under ``blobs/``; anything not at ``<alg>/<xx>/<hex>`` is a stray."""
+        for alg, alg_is_dir, _ in await self._run(self._scan_directory, self._blobs):
+            alg_path = os.path.join(self._blobs, alg)
+            if not alg_is_dir or alg not in _HEX_LENGTHS:
+                yield self._stray(alg_path)
+                continue
+            for prefix, prefix_is_dir, _ in await self._run(self._scan_directory, alg_path):
+                prefix_path = os.path.join(alg_path, prefix)
+                if not prefix_is_dir or not _PREFIX_RE.match(prefix):
+                    yield self._stray(prefix_path)
+                    continue
+                for name, is_dir, st in await self._run(self._scan_directory, prefix_path):
+                    digest = f"{alg}:{name}"
+                    well_named = (
+                        _DIGEST_RE.match(digest) is not None
+                        and len(name) == _HEX_LENGTHS[alg]
+                        and name.startswith(prefix)
+                    )
+                    if is_dir or st is None or not well_named:
+                        yield self._stray(os.path.join(prefix_path, name))
+                    else:
+                        yield self._file(digest, st)
+
+    async def scan_uploads(self) -> AsyncIterator[StoredFile]:
+        """Every file under ``uploads/``; names that are not upload ids are strays."""
+        for name, is_dir, st in await self._run(self._scan_directory, self._uploads):
+            if is_dir or st is None or not _UPLOAD_ID_RE.match(name):
+                yield self._stray(os.path.join(self._uploads, name))
+            else:
+                yield self._file(name, st)
+
+    async def stat_upload(self, upload_id: str) -> StoredFile | None:
+        """An upload's bytes, or None."""
+        try:
+            return self._file(upload_id, os.stat(self.upload_path(upload_id)))
+        except (FileNotFoundError, StorageNotFound):
+            return None
+
+    def _take_aside(self, path: str, dest: str, changed_before: float) -> bool:
+        """Move ``path`` to ``dest`` if the file there last changed before ``changed_before``.
+
+        A publish replaces the file (a new inode) by rename: if one lands between
+        our look and our move, we moved the new file, so it goes straight back
+        (unless yet another publish of the same digest took its place: then ours
+        is a copy of the same bytes and goes).
+        """
+        try:
+            seen = os.stat(path)
+        except FileNotFoundError:
+            return False
+        if max(seen.st_mtime, seen.st_ctime) >= changed_before:
+            return False
+        os.makedirs(self._quarantine, exist_ok=True)
+        try:
+            os.rename(path, dest)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:  # e.g. the quarantine is on another file system
+            raise StorageError(f"cannot move {path} aside: {exc}") from exc
+        taken = os.stat(dest)
+        if (taken.st_ino, taken.st_dev) == (seen.st_ino, seen.st_dev):
+            return True
+        with contextlib.suppress(FileExistsError):
+            os.link(dest, path)
+        os.unlink(dest)
+        return False
+
+    def _remove_blob(self, digest: str, changed_before: float) -> bool:
+        aside = os.path.join(self._quarantine, f".removing-{uuid.uuid4().hex}")
+        if not self._take_aside(self.blob_path(digest), aside, changed_before):
+            return False
+        os.unlink(aside)
+        return True
+
+    async def remove_blob_if_unchanged(self, digest: str, changed_before: float) -> bool:
+        """Remove a blob's bytes unless they changed (or were republished) since
+        ``changed_before``."""
+        return await self._run(self._remove_blob, digest, changed_before)
+
+    def _quarantine_blob(self, digest: str, changed_before: float) -> str | None:
+        path = self.blob_path(digest)  # validates the digest first
+        algorithm, hexpart = digest.split(":", 1)
+        dest = os.path.join(self._quarantine, f"{algorithm}-{hexpart}-{int(time.time())}")
+        return dest if self._take_aside(path, dest, changed_before) else None
+
+    async def quarantine_blob(self, digest: str, changed_before: float) -> str | None:
+        """Move a blob's bytes to ``quarantine/`` (see remove_blob_if_unchanged)."""
+        return await self._run(self._quarantine_blob, digest, changed_before)
+
+    def _remove_upload(self, upload_id: str, changed_before: float) -> bool:
+        path = self.upload_path(upload_id)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            # Every writer holds this lock while it writes: a held lock is a live request.
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            held = os.fstat(fd)
+            try:
+                current = os.stat(path)
+            except FileNotFoundError:
+                return False
+            if current.st_ino != held.st_ino or max(held.st_mtime, held.st_ctime) >= changed_before:
+                return False
+            os.unlink(path)
+            return True
+        finally:
+            os.close(fd)
+
+    async def remove_upload_if_idle(self, upload_id: str, changed_before: float) -> bool:
+        """Remove an upload's bytes unless a writer holds them or they changed since
+        ``changed_before``."""
+        try:
+            return await self._run(self._remove_upload, upload_id, changed_before)
+        except StorageNotFound:
+            return False
 
     # -- uploads --------------------------------------------------------------
     async def open_upload(self, upload_id: str, size: int, *, create: bool) -> UploadWriter:
