@@ -223,6 +223,18 @@ _LINKED_BLOB_SIZE = (
     .where(*_REPO_MATCH, t.repository_blobs.c.digest == bindparam("digest"))
 )
 _REPO_ID = select(t.repositories.c.id).where(*_REPO_MATCH)
+#: Whether the registry's manifests reference the blob (1 or NULL) and its usage, at once.
+_BLOB_QUOTA_STATE = select(
+    select(t.registry_blob_refs.c.refs)
+    .where(
+        t.registry_blob_refs.c.registry_id == bindparam("reg"),
+        t.registry_blob_refs.c.digest == bindparam("digest"),
+    )
+    .scalar_subquery(),
+    select(t.registry_usage.c.bytes)
+    .where(t.registry_usage.c.registry_id == bindparam("reg"))
+    .scalar_subquery(),
+)
 _TAGS_PAGE = (
     select(t.tags.c.name)
     .where(
@@ -796,21 +808,11 @@ class MetadataStore:
         registry's manifests already reference it, so it adds nothing). Checked before
         a blob is published, so a push is refused at its first blob that cannot fit;
         the manifest's own check (in :meth:`put_manifest`) is the exact one."""
-        refs = t.registry_blob_refs
-        with self.engine.connect() as conn:
-            held = conn.execute(
-                select(refs.c.refs).where(
-                    refs.c.registry_id == registry_id, refs.c.digest == digest
-                )
-            ).scalar()
-            if held is not None:
-                return None
-            usage = conn.execute(
-                select(t.registry_usage.c.bytes).where(
-                    t.registry_usage.c.registry_id == registry_id
-                )
-            ).scalar()
-        usage = int(usage or 0)
+        # One prebuilt statement on the fast read path: every blob upload asks this.
+        held, usage_value = self._fast(_BLOB_QUOTA_STATE, {"reg": registry_id, "digest": digest})[0]
+        if held is not None:
+            return None
+        usage = int(usage_value or 0)
         return QuotaExceeded(usage, size, quota) if usage + size > quota else None
 
     # -- manifests --------------------------------------------------------------
