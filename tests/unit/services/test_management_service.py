@@ -5,6 +5,7 @@ service principals, and concurrent creates."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -228,6 +229,15 @@ def test_usage_counts_each_blob_once(world: World) -> None:
         await w.store.link_blob(made.info.id, "one", digest, 1000)
         await w.store.link_blob(made.info.id, "two", digest, 1000)
         await w.store.link_blob(made.info.id, "two", other, 24)
+        # Usage counts what manifests reference (each blob once), not bare uploads.
+        for repo, blobs in (("one", [digest]), ("two", [digest, other])):
+            body = f'{{"schemaVersion":2,"name":"{repo}"}}'.encode()
+            await w.store.put_manifest(
+                made.info.id, repo, digest="sha256:" + hashlib.sha256(body).hexdigest(),
+                media_type="application/vnd.oci.image.manifest.v1+json", artifact_type=None,
+                subject_digest=None, content=body, annotations=None, blobs=blobs, children=[],
+                tag="v1",
+            )  # fmt: skip
         await w.service.create_scope_map(
             boss, "usagereg", "pullers", ["repositories/one/content/read"]
         )
