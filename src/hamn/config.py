@@ -7,6 +7,7 @@ Validated once at start-up; the result is a frozen value handed to
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,22 @@ def default_data_dir() -> Path:
 _GIB = 1024**3
 #: Included storage per SKU (SPEC §2).
 DEFAULT_STORAGE_QUOTAS = {"Basic": 10 * _GIB, "Standard": 100 * _GIB, "Premium": 500 * _GIB}
+
+
+_DURATION_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``text``: a number of seconds, or parts such as ``1h``, ``1h30m``, ``7d``."""
+    cleaned = text.strip().lower()
+    try:
+        return float(cleaned)
+    except ValueError:
+        pass
+    parts = re.findall(r"(\d+(?:\.\d+)?)([dhms])", cleaned)
+    if not parts or "".join(n + u for n, u in parts) != cleaned:
+        raise ValueError(f"{text!r} is not a duration such as 3600, 1h, 90m, 1h30m or 7d")
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
 
 
 class Settings(BaseSettings):
@@ -74,6 +91,15 @@ class Settings(BaseSettings):
     #: Failed sign-ins allowed per minute per (client address, username), and per address.
     auth_failures_per_user: int = Field(10, ge=1)
     auth_failures_per_address: int = Field(100, ge=1)
+    #: Garbage collection (seconds, or durations such as ``1h``, ``90m``, ``7d``): a blob
+    #: link no manifest of its repository references is removed once older than
+    #: ``gc_grace`` (clients upload layers before the manifest that names them), and
+    #: blobs nothing links or references go with it.
+    gc_grace: float = Field(3600.0, ge=0)
+    #: How often ``hamn serve`` collects garbage (one process at a time); 0: never.
+    gc_interval: float = Field(3600.0, ge=0)
+    #: Upload sessions not written to for this long are abandoned and removed.
+    upload_timeout: float = Field(24 * 3600.0, gt=0)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:
@@ -100,6 +126,11 @@ class Settings(BaseSettings):
         if any(v <= 0 for v in value.values()):
             raise ValueError("storage_quotas: a quota is a positive number of bytes")
         return {**DEFAULT_STORAGE_QUOTAS, **value}
+
+    @field_validator("gc_grace", "gc_interval", "upload_timeout", mode="before")
+    @classmethod
+    def _seconds(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
 
     @field_validator("default_registry")
     @classmethod

@@ -13,6 +13,7 @@ import click
 from hamn import __version__
 from hamn.cli.commands import register
 from hamn.cli.commands.fsck import fsck
+from hamn.cli.commands.gc import gc
 
 if TYPE_CHECKING:
     from hamn.config import Settings
@@ -31,8 +32,10 @@ def cli() -> None:
 
 
 register(cli)
-# Beside ``serve``: like it, ``fsck`` works on the deployment's own database and storage.
+# Beside ``serve``: like it, ``fsck`` and ``gc`` work on the deployment's own database
+# and storage.
 cli.add_command(fsck)
+cli.add_command(gc)
 
 
 def _prepare(settings: Settings) -> tuple[bool, str | None]:

@@ -6,12 +6,13 @@ their own app with their own settings.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 
 from starlette.applications import Starlette
@@ -41,9 +42,10 @@ from hamn.metadata.identities import IdentityStore
 from hamn.metadata.store import MetadataStore, create_metadata_engine, migrate
 from hamn.services.acr_metadata import AcrMetadataService
 from hamn.services.auth import AuthService, load_server_key
+from hamn.services.gc import GarbageCollector
 from hamn.services.registry import RegistryService
 from hamn.services.uploads import BlobUploadService
-from hamn.storage import create_driver
+from hamn.storage import BlobDriver, create_driver
 
 SETTINGS_ENV = "HAMN_SETTINGS_JSON"
 
@@ -70,6 +72,39 @@ async def prepare_service(settings: Settings, store: MetadataStore) -> str | Non
     return await auth.bootstrap_owner(
         settings.bootstrap_username, settings.bootstrap_password or None
     )
+
+
+def garbage_collector(
+    settings: Settings, store: MetadataStore, driver: BlobDriver
+) -> GarbageCollector:
+    """The deployment's garbage collector; its lock file (in the data directory) keeps
+    ``hamn gc`` and every server process from collecting at the same time."""
+    return GarbageCollector(
+        store,
+        driver,
+        lock_path=str(settings.data_dir.absolute() / "run" / "gc.lock"),
+        grace=settings.gc_grace,
+        upload_timeout=settings.upload_timeout,
+    )
+
+
+@contextlib.contextmanager
+def deployment_stores(settings: Settings) -> Iterator[tuple[MetadataStore, BlobDriver]]:
+    """The metadata store and blob driver of the deployment ``settings`` describe,
+    for commands that work on them beside a running server (``hamn gc``); closed
+    afterwards. No migration: they use the schema the server made."""
+    engine = create_metadata_engine(
+        settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
+    )
+    store = MetadataStore(engine, threads=1)
+    driver = create_driver(
+        settings.storage_driver, root=settings.resolved_storage_root, fsync=settings.fsync
+    )
+    try:
+        yield store, driver
+    finally:
+        store.close()
+        driver.close()
 
 
 def create_app(settings: Settings, *, prepare_database: bool = True) -> ASGIApp:
@@ -117,7 +152,17 @@ def create_app(settings: Settings, *, prepare_database: bool = True) -> ASGIApp:
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         if prepare_database:
             await prepare_service(settings, store)
+        collecting: asyncio.Task[None] | None = None
+        if settings.gc_interval > 0:
+            # Every worker runs the loop; the collector's lock and its record of the
+            # last run make one process collect per interval.
+            collector = garbage_collector(settings, store, driver)
+            collecting = asyncio.create_task(collector.run_periodically(settings.gc_interval))
         yield
+        if collecting is not None:
+            collecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collecting
         store.close()
         driver.close()
 

@@ -268,17 +268,23 @@ _UPLOAD_BY_ID = select(
 _MANIFEST_CONTENT = select(t.manifests.c.content).where(t.manifests.c.id == bindparam("id"))
 
 
-def _missing(conn: Connection, table: Any, repo_id: int, wanted: set[str]) -> list[str]:
-    """Digests in ``wanted`` that ``table`` (blob links or manifests) lacks for a repository."""
+def _missing(
+    conn: Connection, table: Any, repo_id: int, wanted: set[str], *, share: bool = False
+) -> list[str]:
+    """Digests in ``wanted`` that ``table`` (blob links or manifests) lacks for a repository.
+
+    ``share`` keeps the rows found share-locked until the transaction ends (PostgreSQL;
+    SQLite's writes are serial already): garbage collection locks a blob link before it
+    re-checks and removes it, so a manifest write that found the link either commits
+    its reference first (and garbage collection then sees it) or waits and finds the
+    link gone (MissingReferences), never a manifest pointing at a removed blob.
+    """
     if not wanted:
         return []
-    have = set(
-        conn.execute(
-            select(table.c.digest).where(
-                table.c.repository_id == repo_id, table.c.digest.in_(wanted)
-            )
-        ).scalars()
-    )
+    q = select(table.c.digest).where(table.c.repository_id == repo_id, table.c.digest.in_(wanted))
+    if share:
+        q = q.order_by(table.c.digest).with_for_update(read=True)
+    have = set(conn.execute(q).scalars())
     return sorted(wanted - have)
 
 
@@ -350,14 +356,16 @@ class _WriteStatements:
             )
             .on_conflict_do_nothing(index_elements=["digest"])
         )
-        self.insert_link = (
-            insert(t.repository_blobs)
-            .values(
-                repository_id=bindparam("p_repo_id"),
-                digest=bindparam("p_digest"),
-                created_at=bindparam("p_now"),
-            )
-            .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+        # Linking again restarts the link's garbage-collection grace period: the
+        # client that uploaded or mounted it is about to push a manifest naming it.
+        link = insert(t.repository_blobs).values(
+            repository_id=bindparam("p_repo_id"),
+            digest=bindparam("p_digest"),
+            created_at=bindparam("p_now"),
+        )
+        self.insert_link = link.on_conflict_do_update(
+            index_elements=["repository_id", "digest"],
+            set_={"created_at": link.excluded.created_at},
         )
         self.insert_upload = t.uploads.insert().values(
             id=bindparam("p_id"),
@@ -680,7 +688,8 @@ class MetadataStore:
     def link_blob(
         self, conn: Connection, registry_id: int, repository: str, digest: str, size: int
     ) -> None:
-        """Record the blob (once per storage) and let the repository serve it."""
+        """Record the blob (once per storage) and let the repository serve it (linking
+        again restarts the link's garbage-collection grace period)."""
         now = utcnow()
         repo_id = self._ensure_repo(conn, registry_id, repository)
         conn.execute(
@@ -688,11 +697,7 @@ class MetadataStore:
             .values(digest=digest, size=size, created_at=now)
             .on_conflict_do_nothing(index_elements=["digest"])
         )
-        conn.execute(
-            self._insert(t.repository_blobs)
-            .values(repository_id=repo_id, digest=digest, created_at=now)
-            .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
-        )
+        conn.execute(self._w.insert_link, {"p_repo_id": repo_id, "p_digest": digest, "p_now": now})
 
     @_writing
     def unlink_blob(
@@ -890,7 +895,7 @@ class MetadataStore:
             if tag is not None and tag_attrs is not None:
                 found = ((tag, tag_attrs),)
             guard(AffectedContent(repository, repo_attrs, tags=found))
-        missing_blobs = _missing(conn, t.repository_blobs, repo_id, blob_set)
+        missing_blobs = _missing(conn, t.repository_blobs, repo_id, blob_set, share=True)
         missing_children = _missing(conn, t.manifests, repo_id, child_set)
         if missing_blobs or missing_children:
             raise MissingReferences(missing_blobs, missing_children)

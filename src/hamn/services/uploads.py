@@ -9,6 +9,10 @@ Crash safety: the acknowledged offset of an upload lives in the metadata
 store and moves only after its bytes are written; bytes past it (from a
 request that died) are dropped on the next open. A blob becomes visible only
 when its verified bytes are published by the driver *and* linked in metadata.
+
+Garbage collection: publishing and linking, and a mount's look-up and link, run
+under the blob's ``digest_lock``, the lock garbage collection holds while it
+re-checks and removes a blob (see :mod:`hamn.services.gc`).
 """
 
 from __future__ import annotations
@@ -207,10 +211,13 @@ class BlobUploadService:
             digest = str(parse_digest(digest))
         except HamnError:
             return None
-        size = await self.store.blob_size_in_registry(target.registry.id, digest, source)
-        if size is None or await self.blobs.stat(digest) is None:
-            return None
-        await self.store.link_blob(target.registry.id, target.repository, digest, size)
+        # Under the blob's lock garbage collection cannot remove the blob between
+        # finding it and linking it: once linked, its re-check sees the new link.
+        async with self.blobs.digest_lock(digest):
+            size = await self.store.blob_size_in_registry(target.registry.id, digest, source)
+            if size is None or await self.blobs.stat(digest) is None:
+                return None
+            await self.store.link_blob(target.registry.id, target.repository, digest, size)
         return CommittedBlob(digest, size)
 
     # -- internals ---------------------------------------------------------------
@@ -277,10 +284,14 @@ class BlobUploadService:
                 await writer.cancel()
                 self._states.pop(upload.id, None)
                 raise quota_error(target.registry, over)
-        await writer.commit(digest)
-        await self.store.finish_upload(
-            upload.id, target.registry.id, target.repository, digest, size
-        )
+        # The blob's lock spans publish and link: garbage collection, which deletes
+        # a blob's row and bytes under the same lock, never sees the bytes of this
+        # push without their link, nor removes bytes this push is about to link.
+        async with self.blobs.digest_lock(digest):
+            await writer.commit(digest)
+            await self.store.finish_upload(
+                upload.id, target.registry.id, target.repository, digest, size
+            )
         self._states.pop(upload.id, None)
         return CommittedBlob(digest, size)
 

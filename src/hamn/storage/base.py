@@ -8,6 +8,7 @@ Distribution's shape: append, then ``commit`` (atomic publish) or ``cancel``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -105,7 +106,23 @@ class BlobDriver(Protocol):
         ...
 
     async def delete(self, digest: str) -> None:
-        """Remove the blob's bytes if present."""
+        """Remove the blob's bytes if present (garbage collection calls it holding
+        :meth:`digest_lock`, after the blob's row is gone)."""
+        ...
+
+    def digest_lock(self, digest: str) -> AbstractAsyncContextManager[None]:
+        """Hold the blob's lock, shared by every process on this storage, for as long
+        as the ``async with`` lasts.
+
+        It closes the race between a push and garbage collection: a publish holds
+        it from making the bytes visible until their row and link are committed,
+        a mount from finding the blob until its link is committed, and garbage
+        collection from re-checking that nothing needs the blob until its bytes
+        are gone. Held for milliseconds; raises StorageBusy if it cannot be had
+        within a minute. Local disks use a lock file; object-storage drivers
+        (no file locks) will need a lease kept in the metadata database, handed
+        to them by the composition root (storage never imports metadata).
+        """
         ...
 
     def list_blobs(self) -> AsyncIterator[str]:

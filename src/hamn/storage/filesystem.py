@@ -4,6 +4,8 @@ Key layout, the only place it is defined::
 
     <root>/blobs/<algorithm>/<first two hex chars>/<hex>   published blob bytes
     <root>/uploads/<upload id>                             bytes of an upload in progress
+    <root>/locks/<algorithm>-<hex>                         a blob's lock (digest_lock), there
+                                                           only while someone holds it
     <root>/quarantine/<algorithm>-<hex>-<unix time>        corrupt blobs ``hamn fsck --repair``
                                                            moved aside (``.removing-*``: a
                                                            removal fsck was interrupted in)
@@ -25,6 +27,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from hamn.storage.base import StorageBusy, StorageError, StorageNotFound, StoredFile, UploadWriter
@@ -36,6 +39,8 @@ _HEX_LENGTHS = {"sha256": 64, "sha512": 128}
 _PREFIX_RE = re.compile(r"^[0-9a-f]{2}\Z")
 _READ_CHUNK = 1024 * 1024
 _INLINE_WRITE = 64 * 1024
+#: How long digest_lock waits for another holder before giving up (StorageBusy).
+LOCK_WAIT_SECONDS = 60.0
 T = TypeVar("T")
 
 
@@ -50,8 +55,10 @@ class FilesystemDriver:
         self._blobs = os.path.join(self.root, "blobs")
         self._uploads = os.path.join(self.root, "uploads")
         self._quarantine = os.path.join(self.root, "quarantine")
+        self._locks = os.path.join(self.root, "locks")
         os.makedirs(self._blobs, exist_ok=True)
         os.makedirs(self._uploads, exist_ok=True)
+        os.makedirs(self._locks, exist_ok=True)
         # Disk I/O runs off the event loop; a few threads keep reads and writes overlapping.
         self._io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="hamn-fs")
 
@@ -118,6 +125,54 @@ class FilesystemDriver:
         """Remove a blob's bytes."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.blob_path(digest))
+
+    def _try_lock(self, path: str) -> int | None:
+        """The lock file's descriptor, flock-held, or None when another holder has it.
+
+        The holder removes the file before it lets go, so a waiter may win the
+        lock of a file that is gone: it counts only if ``path`` is still the file
+        we locked (the usual lock-file dance), else the caller tries again.
+        """
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        held = os.fstat(fd)
+        if current is None or (current.st_ino, current.st_dev) != (held.st_ino, held.st_dev):
+            os.close(fd)
+            return None
+        return fd
+
+    @asynccontextmanager
+    async def digest_lock(self, digest: str) -> AsyncIterator[None]:
+        """Hold the blob's lock file (see BlobDriver.digest_lock).
+
+        Waiting polls with a short back-off instead of a blocking flock, so
+        waiters never tie up the I/O threads the holder needs to finish. Lock
+        files exist only while held: a registry's millions of digests leave none.
+        """
+        self.blob_path(digest)  # validates the digest: no path tricks in the lock's name
+        algorithm, hexpart = digest.split(":", 1)
+        path = os.path.join(self._locks, f"{algorithm}-{hexpart}")
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        pause = 0.001
+        while (fd := self._try_lock(path)) is None:
+            if time.monotonic() > deadline:
+                raise StorageBusy(f"the lock of blob {digest} is held")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            os.close(fd)
 
     async def list_blobs(self) -> AsyncIterator[str]:
         """Every stored blob digest."""
