@@ -1,0 +1,126 @@
+"""``hamn gc`` beside a live ``hamn serve``, and the server's own periodic collection
+with its abandoned-upload clean-up (SPEC §5.4).
+
+Each test starts its own server (its own data directory and settings).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from api_support import (
+    connect,
+    digest_of,
+    expect_status,
+    push_blob,
+    push_image,
+    random_bytes,
+    start_upload,
+)
+
+
+def hamn_gc(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hamn", "gc", "--data-dir", str(data_dir), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def usage(client: Any) -> int:
+    value = expect_status(client.get("/api/registries/local/usages"), 200).json()["value"]
+    return next(int(u["currentValue"]) for u in value if u["name"] == "Size")
+
+
+def test_gc_command_dry_run_then_collect(start_server: Any) -> None:
+    reg = start_server(env={"HAMN_GC_INTERVAL": "0"})
+    with connect(reg) as client:
+        kept = push_image(client, "app", "v1", layers=2)
+        gone = push_image(client, "app", "v2", layers=1)
+        loose = random_bytes(3000)
+        push_blob(client, "scratch", loose)  # uploaded, never used
+        expect_status(client.delete(f"/v2/app/manifests/{gone.digest}"), 202)
+        before = usage(client)
+
+        # The default grace (1h) protects every link made just now.
+        done = hamn_gc(reg.data_dir)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["removed"]["blobs"] == 0
+
+        dry = hamn_gc(reg.data_dir, "--grace", "0", "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        report = json.loads(dry.stdout)
+        garbage = {digest_of(loose), digest_of(gone.config), digest_of(gone.layers[0])}
+        assert report["dryRun"] is True and set(report["blobs"]) == garbage
+        assert report["removed"]["blobLinks"] == 3
+        expected_bytes = len(loose) + len(gone.config) + len(gone.layers[0])
+        assert report["removed"]["blobBytes"] == expected_bytes == report["bytesFreed"]
+        expect_status(client.head(f"/v2/scratch/blobs/{digest_of(loose)}"), 200)
+
+        table = hamn_gc(reg.data_dir, "--grace", "0", "-o", "table")
+        assert table.returncode == 0, table.stderr
+        assert "Bytes freed" in table.stdout and str(expected_bytes) in table.stdout
+
+        assert client.head(f"/v2/scratch/blobs/{digest_of(loose)}").status_code == 404
+        for data in (gone.config, *gone.layers):
+            assert client.head(f"/v2/app/blobs/{digest_of(data)}").status_code == 404
+        # The kept image is whole, and usage did not move.
+        expect_status(client.get("/v2/app/manifests/v1"), 200)
+        for data in (kept.config, *kept.layers):
+            got = expect_status(client.get(f"/v2/app/blobs/{digest_of(data)}"), 200)
+            assert got.content == data
+        assert usage(client) == before
+        storage = reg.data_dir / "storage" / "blobs"
+        assert len([p for p in storage.rglob("*") if p.is_file()]) == 3
+
+        again = json.loads(hamn_gc(reg.data_dir, "--grace", "0").stdout)
+        assert again["bytesFreed"] == 0 and again["blobs"] == []
+
+
+def test_gc_command_refuses_a_missing_deployment(tmp_path: Path) -> None:
+    done = hamn_gc(tmp_path / "nothing")
+    assert done.returncode == 3
+    assert "No hamn database" in done.stderr
+
+
+def test_server_collects_and_cleans_abandoned_uploads(start_server: Any) -> None:
+    reg = start_server(
+        env={"HAMN_GC_INTERVAL": "1", "HAMN_GC_GRACE": "2s", "HAMN_UPLOAD_TIMEOUT": "3s"}
+    )
+    with connect(reg) as client:
+        image = push_image(client, "app", "v1")
+        loose = random_bytes(2000)
+        push_blob(client, "scratch", loose)
+        abandoned = start_upload(client, "app")
+        active = start_upload(client, "app")
+        written = 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            # The active session is written to every half second: it must stay.
+            chunk = random_bytes(100)
+            r = client.patch(
+                active,
+                content=chunk,
+                headers={"Content-Range": f"{written}-{written + 99}", "Content-Length": "100"},
+            )
+            expect_status(r, 202)
+            active = r.headers["Location"]
+            written += 100
+            blob_gone = client.head(f"/v2/scratch/blobs/{digest_of(loose)}").status_code == 404
+            upload_gone = client.get(abandoned).status_code == 404
+            if blob_gone and upload_gone:
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError("the server did not collect within 30 s:\n" + reg.log()[-3000:])
+        expect_status(client.get(active), 204)
+        expect_status(client.get("/v2/app/manifests/v1"), 200)
+        for data in (image.config, *image.layers):
+            expect_status(client.get(f"/v2/app/blobs/{digest_of(data)}"), 200)
+    assert (reg.data_dir / "run" / "gc.lock").exists()
