@@ -114,6 +114,31 @@ def test_registry_lifecycle(hamn: Hamn) -> None:
     assert_error(hamn("show", "-n", name), "was not found, or you cannot see it", "Reader")
 
 
+def test_retention_policy_update_and_show(hamn: Hamn) -> None:
+    name = new_registry_name()
+    hamn.json("create", "-n", name, "--sku", "Premium")
+    shown = hamn.json("config", "retention", "show", "-r", name)
+    assert set(shown) == {"days", "lastUpdatedTime", "status"}
+    assert (shown["days"], shown["status"]) == (7, "disabled")
+    updated = hamn.json(
+        "config", "retention", "update", "-r", name,
+        "--status", "Enabled", "--days", "0", "--type", "UntaggedManifests",
+    )  # fmt: skip
+    assert (updated["days"], updated["status"]) == (0, "enabled")
+    assert hamn.json("config", "retention", "show", "-r", name) == updated
+    assert hamn.json("show", "-n", name)["policies"]["retentionPolicy"] == updated
+    lines = hamn("config", "retention", "show", "-r", name, "-o", "table").out.splitlines()
+    assert lines[0].split() == ["STATUS", "DAYS", "LAST", "UPDATED"]
+    assert lines[2].split()[:2] == ["enabled", "0"]
+    assert_error(
+        hamn("config", "retention", "update", "-r", name, "--days", "400", "--type", "x"),
+        "--days",
+        code=2,
+    )
+    assert_error(hamn("config", "retention", "show", "-r", "nosuch123"), "was not found")
+    assert hamn("delete", "-n", name, "--yes").code == 0
+
+
 def test_admin_credentials(hamn: Hamn, live_registry: Any) -> None:
     name = new_registry_name()
     hamn.json("create", "-n", name, "--sku", "Standard")

@@ -94,6 +94,13 @@ USAGE = columns(
     ("UNIT", ("unit",)),
 )
 
+#: ``hamn config retention show|update``.
+RETENTION = columns(
+    ("STATUS", ("status",)),
+    ("DAYS", ("days",)),
+    ("LAST UPDATED", ("lastUpdatedTime",), timestamp),
+)
+
 #: ``hamn credential show|renew``.
 CREDENTIAL = columns(
     ("USERNAME", ("username",)),

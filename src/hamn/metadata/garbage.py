@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, and_, delete, exists, func, literal, or_, select
 
 from hamn.metadata import schema as t
@@ -70,6 +71,17 @@ class UntaggedManifest:
     media_type: str
     size: int
     created_at: datetime
+    #: When it lost its last tag or was stored without one (None: before that was kept).
+    untagged_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryPolicies:
+    """A registry's id, name and stored ``policies`` object (empty when it has none)."""
+
+    id: int
+    name: str
+    policies: dict[str, Any]
 
 
 def _label() -> Any:
@@ -267,13 +279,16 @@ class GarbageStore:
         registry_id: int,
         *,
         created_before: datetime | None = None,
+        untagged_between: tuple[datetime, datetime] | None = None,
         after_id: int = 0,
         limit: int = 100,
     ) -> list[UntaggedManifest]:
         """Manifests of the registry that no tag points at, no index of their repository
         lists, and that are not referrers (signatures, SBOMs...) of a manifest their
         repository still holds; deletable ones only (``delete_enabled``). Ids after
-        ``after_id``, at most ``limit``; with ``created_before``, only older ones.
+        ``after_id``, at most ``limit``; with ``created_before``, only older ones; with
+        ``untagged_between`` (since, before), only those untagged after ``since`` and
+        before ``before`` (a retention policy's window).
 
         A referrer of a manifest that is gone is found (nothing needs it); a manifest
         that has referrers is found too: whoever deletes it deletes its referrers
@@ -296,7 +311,15 @@ class GarbageStore:
             )
         )
         q = (
-            select(m.c.id, _label(), m.c.digest, m.c.media_type, m.c.size, m.c.created_at)
+            select(
+                m.c.id,
+                _label(),
+                m.c.digest,
+                m.c.media_type,
+                m.c.size,
+                m.c.created_at,
+                m.c.untagged_at,
+            )
             .select_from(
                 m.join(r, r.c.id == m.c.repository_id).join(
                     t.registries, t.registries.c.id == r.c.registry_id
@@ -315,9 +338,39 @@ class GarbageStore:
         )
         if created_before is not None:
             q = q.where(m.c.created_at < created_before)
+        if untagged_between is not None:
+            since, before = untagged_between
+            q = q.where(m.c.untagged_at > since, m.c.untagged_at < before)
         return await self.store.run_read(
             lambda conn: [
-                UntaggedManifest(int(i), label, d, mt, int(size), _aware(at))
-                for i, label, d, mt, size, at in conn.execute(q)
+                UntaggedManifest(
+                    int(i),
+                    label,
+                    d,
+                    mt,
+                    int(size),
+                    _aware(at),
+                    None if untagged is None else _aware(untagged),
+                )
+                for i, label, d, mt, size, at, untagged in conn.execute(q)
             ]
         )
+
+    # -- registries' policies -------------------------------------------------------------
+    async def registry_policies(self) -> list[RegistryPolicies]:
+        """Every registry with a ``policies`` object, by id (for the retention policy)."""
+        g = t.registries
+        q = select(g.c.id, g.c.name, g.c.policies).where(g.c.policies.is_not(None)).order_by(g.c.id)
+
+        def op(conn: Connection) -> list[RegistryPolicies]:
+            found = []
+            for registry_id, name, text in conn.execute(q):
+                try:
+                    policies = orjson.loads(text)
+                except orjson.JSONDecodeError:
+                    continue  # not written by hamn; the management API shows defaults too
+                if isinstance(policies, dict):
+                    found.append(RegistryPolicies(int(registry_id), name, policies))
+            return found
+
+        return await self.store.run_read(op)

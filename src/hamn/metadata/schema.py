@@ -145,6 +145,9 @@ manifests = Table(
     Column("content", LargeBinary, nullable=False),
     Column("annotations", Text, nullable=True),
     Column("created_at", TS, nullable=False),
+    # When no tag pointed at it any more (or it was stored without one); NULL while
+    # tagged. The untagged-manifest retention policy counts from it.
+    Column("untagged_at", TS, nullable=True),
     *attribute_columns(),
     UniqueConstraint("repository_id", "digest"),
     Index("ix_manifests_repository_id_subject_digest", "repository_id", "subject_digest"),

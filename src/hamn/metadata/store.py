@@ -911,6 +911,7 @@ class MetadataStore:
                 content=content,
                 annotations=orjson.dumps(annotations).decode() if annotations else None,
                 created_at=now,
+                untagged_at=now if tag is None else None,
             )
             .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
             .returning(t.manifests.c.id)
@@ -939,6 +940,11 @@ class MetadataStore:
                 [{"manifest_id": manifest_id, "child_digest": d} for d in sorted(child_set)],
             )
         if tag is not None:
+            previous = conn.execute(
+                select(t.tags.c.manifest_id).where(
+                    t.tags.c.repository_id == repo_id, t.tags.c.name == tag
+                )
+            ).scalar()
             stmt = self._insert(t.tags).values(
                 repository_id=repo_id,
                 name=tag,
@@ -952,6 +958,16 @@ class MetadataStore:
                     set_={"manifest_id": manifest_id, "updated_at": now},
                 )
             )
+            if inserted is None:
+                # Tagged (again): no longer untagged. Unconditional, so on PostgreSQL
+                # the row lock orders this with an untagging of the same manifest.
+                conn.execute(
+                    update(t.manifests)
+                    .where(t.manifests.c.id == manifest_id)
+                    .values(untagged_at=None)
+                )
+            if previous is not None and previous != manifest_id:
+                self._untagged_if_bare(conn, previous, now)
         conn.execute(
             update(t.repositories).where(t.repositories.c.id == repo_id).values(updated_at=now)
         )
@@ -1028,10 +1044,39 @@ class MetadataStore:
             if tag_attrs is None:
                 return False
             guard(AffectedContent(repository, repo_attrs, tags=((tag, tag_attrs),)))
-        result = conn.execute(
-            delete(t.tags).where(t.tags.c.repository_id == repo_id, t.tags.c.name == tag)
-        )
-        return bool(result.rowcount)
+        removed = conn.execute(
+            delete(t.tags)
+            .where(t.tags.c.repository_id == repo_id, t.tags.c.name == tag)
+            .returning(t.tags.c.manifest_id)
+        ).scalar()
+        if removed is None:
+            return False
+        self._untagged_if_bare(conn, removed, utcnow())
+        return True
+
+    @staticmethod
+    def _untagged_if_bare(conn: Connection, manifest_id: int, now: datetime) -> None:
+        """Record that the manifest became untagged at ``now`` if no tag points at it
+        (one of its tags was just removed or moved away, in this transaction).
+
+        The manifest's row is locked first and the tags counted in a later statement:
+        on PostgreSQL two transactions that each take one of its last two tags away
+        then see each other's change (the second to lock sees the first's commit), so
+        one of them records it; one that tags it meanwhile updates the same row.
+        """
+        m = t.manifests
+        locked = conn.execute(
+            select(m.c.id).where(m.c.id == manifest_id).with_for_update()
+        ).scalar()
+        if locked is None:
+            return
+        if (
+            conn.execute(
+                select(t.tags.c.name).where(t.tags.c.manifest_id == manifest_id).limit(1)
+            ).first()
+            is None
+        ):
+            conn.execute(update(m).where(m.c.id == manifest_id).values(untagged_at=now))
 
     @_reading
     def list_tags(

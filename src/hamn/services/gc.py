@@ -29,9 +29,11 @@ PostgreSQL the manifest write share-locks the links it relies on and a
 collection locks a link before re-checking it, so the same holds with
 concurrent transactions (see :mod:`hamn.metadata.garbage`).
 
-Untagged manifests are kept: ACR keeps them (they are images by digest).
-:meth:`GarbageCollector.untagged_manifests` finds those nothing needs, for a
-retention policy or ``purge`` to delete.
+Untagged manifests are kept (ACR keeps them: they are images by digest) unless
+their registry's retention policy is enabled (:mod:`hamn.services.retention`):
+then a collection first deletes, through the store's ``delete_manifest`` (usage
+stays exact), the untagged manifests nothing needs that lost their last tag after
+the policy was enabled and more than its ``days`` ago; locked ones are kept.
 
 Work goes in bounded batches (one short transaction each), so a large registry
 never holds the database's writer for long. Only one collection runs at a time
@@ -54,7 +56,9 @@ from datetime import UTC, datetime
 
 from hamn.metadata.audit import MetadataAudit
 from hamn.metadata.garbage import BlobLink, GarbageBlob, GarbageStore, UntaggedManifest
+from hamn.metadata.models import AffectedContent
 from hamn.metadata.store import MetadataStore
+from hamn.services.retention import retention_policy
 from hamn.storage.base import BlobDriver, StorageError, StoredFile
 
 log = logging.getLogger("hamn.gc")
@@ -103,6 +107,8 @@ class GcReport:
     orphan_blob_files: Removed = field(default_factory=Removed)
     uploads: Removed = field(default_factory=Removed)
     orphan_upload_files: Removed = field(default_factory=Removed)
+    #: Untagged manifests a retention policy deleted (bytes: their manifests' sizes).
+    untagged_manifests: Removed = field(default_factory=Removed)
     #: Garbage left because something used it meanwhile (a request held it, it changed).
     in_use: int = 0
 
@@ -182,6 +188,7 @@ class GarbageCollector:
             dry_run, self.grace, self.upload_timeout, datetime.fromtimestamp(started, UTC)
         )
         cutoff = started - self.grace
+        await self._retention(report, _utc(started))
         await self._links(report, _utc(cutoff))
         await self._blob_rows(report, _utc(cutoff))
         await self._orphan_blob_files(report, cutoff)
@@ -189,9 +196,11 @@ class GarbageCollector:
         await self._orphan_upload_files(report, cutoff)
         report.seconds = time.time() - started
         log.info(
-            "garbage collection %s: %d links, %d blobs, %d blob files without a row, "
-            "%d abandoned uploads, %d upload files without a session; %d bytes%s",
+            "garbage collection %s: %d untagged manifests (retention), %d links, %d blobs, "
+            "%d blob files without a row, %d abandoned uploads, %d upload files without a "
+            "session; %d bytes%s",
             "found (dry run)" if dry_run else "removed",
+            report.untagged_manifests.count,
             report.links.count,
             report.blobs.count,
             report.orphan_blob_files.count,
@@ -225,6 +234,42 @@ class GarbageCollector:
                 log.exception("garbage collection failed; trying again in %.0f s", tick)
 
     # -- the phases ---------------------------------------------------------------
+    async def _retention(self, report: GcReport, now: datetime) -> None:
+        """Apply every enabled retention policy (see :mod:`hamn.services.retention`)."""
+        for registry in await self.garbage.registry_policies():
+            window = retention_policy(registry.policies).window(now)
+            if window is None:
+                continue
+            after = 0
+            while found := await self.garbage.untagged_manifests(
+                registry.id, untagged_between=window, after_id=after, limit=self.batch
+            ):
+                after = found[-1].id
+                for manifest in found:
+                    name = f"{manifest.repository}@{manifest.digest}"
+                    gone = report.dry_run or await self._delete_untagged(
+                        registry.id, registry.name, manifest
+                    )
+                    if gone:
+                        report.untagged_manifests.add(name, manifest.size)
+                    elif gone is False:
+                        report.in_use += 1  # tagged again or deleted meanwhile
+                await asyncio.sleep(0)
+
+    async def _delete_untagged(
+        self, registry_id: int, registry: str, manifest: UntaggedManifest
+    ) -> bool | None:
+        """Delete the manifest unless, inside the deleting transaction, it has a tag
+        again (False) or it or its repository is locked (None: delete- or
+        write-disabled, as a client's delete would be refused)."""
+        repository = manifest.repository.removeprefix(f"{registry}/")
+        try:
+            return await self.garbage.store.delete_manifest(
+                registry_id, repository, manifest.digest, guard=_untagged_and_unlocked
+            )
+        except _Kept as kept:
+            return None if kept.locked else False
+
     async def _links(self, report: GcReport, cutoff: datetime) -> None:
         after: BlobLink | None = None
         while found := await self.garbage.unreferenced_links(cutoff, after, self.batch):
@@ -339,6 +384,22 @@ class GarbageCollector:
         return await self.garbage.untagged_manifests(
             registry_id, created_before=before, limit=limit
         )
+
+
+class _Kept(Exception):
+    """A manifest retention found is tagged again, or locked, by the time it would go."""
+
+    def __init__(self, *, locked: bool) -> None:
+        super().__init__("locked" if locked else "tagged again")
+        self.locked = locked
+
+
+def _untagged_and_unlocked(found: AffectedContent) -> None:
+    if found.tags:
+        raise _Kept(locked=False)
+    attributes = [found.attributes, *(a for _, a in found.manifests)]
+    if any(not (a.delete_enabled and a.write_enabled) for a in attributes):
+        raise _Kept(locked=True)
 
 
 def _utc(seconds: float) -> datetime:

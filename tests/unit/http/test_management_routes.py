@@ -288,7 +288,10 @@ def test_the_openapi_document(api: TestClient) -> None:
     assert doc["openapi"].startswith("3.1")
     schemas = doc["components"]["schemas"]
     operations = [(p, m, op) for p, ops in doc["paths"].items() for m, op in ops.items()]
-    assert len(operations) == 37
+    assert len(operations) == 39
+    retention = doc["paths"]["/api/registries/{registry}/policies/retention"]
+    assert retention["get"]["description"].startswith("Needs: read on the registry")
+    assert retention["patch"]["description"].startswith("Needs: write on the registry")
     text = r.text
     for ref in {part.split('"')[0] for part in text.split('"$ref":"#/components/schemas/')[1:]}:
         assert ref in schemas, ref

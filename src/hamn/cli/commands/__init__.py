@@ -6,6 +6,7 @@ import click
 
 from hamn.cli.commands.ad import ad
 from hamn.cli.commands.auth import auth
+from hamn.cli.commands.config import config
 from hamn.cli.commands.credential import credential
 from hamn.cli.commands.login import login_commands
 from hamn.cli.commands.manifest import manifest
@@ -25,7 +26,7 @@ def register(cli: click.Group) -> None:
         cli.add_command(command)
     for command in purge_commands.commands.values():
         cli.add_command(command)
-    for group in (credential, role, ad, token, scope_map):
+    for group in (credential, role, ad, token, scope_map, config):
         cli.add_command(group)
     cli.add_command(auth)
     for command in login_commands.commands.values():

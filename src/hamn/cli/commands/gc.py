@@ -38,6 +38,7 @@ def _table(result: Any) -> list[OrderedDict[str, str]]:
         OrderedDict(
             [
                 ("Dry run", str(result.get("dryRun", " "))),
+                ("Untagged manifests", str(counts.get("untaggedManifests", " "))),
                 ("Blob links", str(counts.get("blobLinks", " "))),
                 ("Blobs", str(counts.get("blobs", " "))),
                 ("Files without row", str(counts.get("blobFilesWithoutRow", " "))),
@@ -60,6 +61,8 @@ def report_json(report: GcReport) -> dict[str, Any]:
         "startedAt": report.started_at.isoformat(),
         "seconds": round(report.seconds, 3),
         "removed": {
+            "untaggedManifests": report.untagged_manifests.count,
+            "untaggedManifestBytes": report.untagged_manifests.bytes,
             "blobLinks": report.links.count,
             "blobs": report.blobs.count,
             "blobBytes": report.blobs.bytes,
@@ -72,6 +75,7 @@ def report_json(report: GcReport) -> dict[str, Any]:
         },
         "bytesFreed": report.bytes_freed,
         "inUse": report.in_use,
+        "untaggedManifests": report.untagged_manifests.items,
         "blobLinks": report.links.items,
         "blobs": report.blobs.items,
         "blobFilesWithoutRow": report.orphan_blob_files.items,
@@ -120,9 +124,10 @@ def gc(
 
     Removes blob links no manifest of their repository references (older than
     --grace), blobs nothing links or references, and upload sessions idle for
-    --upload-timeout. Untagged manifests are kept (use purge or a retention
-    policy). Reads the database and storage of `hamn serve` (same --config,
-    --data-dir and HAMN_* settings).
+    --upload-timeout. Untagged manifests are kept, except that each registry's
+    enabled retention policy (`hamn config retention update`) first deletes those
+    untagged for its --days since it was enabled. Reads the database and storage
+    of `hamn serve` (same --config, --data-dir and HAMN_* settings).
     """
     from hamn.services.gc import CollectionRunning
 

@@ -59,6 +59,15 @@ class RegistryUpdate(Request):
     anonymousPullEnabled: bool | None = None
 
 
+class RetentionUpdate(Request):
+    """``PATCH /api/registries/{registry}/policies/retention`` (``az acr config retention
+    update``): what is absent (or null) stays as it is. ``type`` is accepted as az sends it."""
+
+    status: Literal["enabled", "disabled"] | None = None
+    days: Annotated[int, Field(ge=0, le=365)] | None = None
+    type: Literal["UntaggedManifests"] | None = None
+
+
 class NameCheck(Request):
     """``POST /api/checkNameAvailability`` (``type`` is accepted as ``az`` sends it)."""
 
@@ -192,7 +201,8 @@ class TrustPolicy(Answer):
 
 
 class RetentionPolicy(Answer):
-    """Retention of untagged manifests."""
+    """Retention of untagged manifests: those untagged for ``days`` after it was enabled
+    are deleted by garbage collection."""
 
     days: int
     status: Literal["enabled", "disabled"]

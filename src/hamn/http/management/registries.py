@@ -3,6 +3,7 @@ user's credentials, and usage, over :class:`RegistryService`."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -18,7 +19,13 @@ from hamn.http.management.operation import (
     Operation,
 )
 from hamn.services.identity import Identity
-from hamn.services.management.registries import AdminPasswords, ManagedRegistry, RegistryService
+from hamn.services.management.registries import (
+    AdminPasswords,
+    ManagedRegistry,
+    RegistryService,
+    retention_of,
+)
+from hamn.services.retention import RetentionPolicy
 
 
 def _status(stored: Any, default: str) -> str:
@@ -33,9 +40,7 @@ def _registry(managed: ManagedRegistry) -> m.Registry:
         value = stored.get(key)
         return value if isinstance(value, dict) else {}
 
-    retention = policy("retentionPolicy")
     soft_delete = policy("softDeletePolicy")
-    days = retention.get("days")
     retention_days = soft_delete.get("retentionDays")
     return m.Registry(
         id=f"/registries/{info.name}",
@@ -53,11 +58,7 @@ def _registry(managed: ManagedRegistry) -> m.Registry:
             trustPolicy=m.TrustPolicy(
                 status=_status(policy("trustPolicy").get("status"), "disabled")
             ),
-            retentionPolicy=m.RetentionPolicy(
-                days=days if isinstance(days, int) else 7,
-                status=_status(retention.get("status"), "disabled"),
-                lastUpdatedTime=info.updated_at,
-            ),
+            retentionPolicy=_retention(retention_of(info)),
             softDeletePolicy=m.SoftDeletePolicy(
                 retentionDays=retention_days if isinstance(retention_days, int) else 7,
                 status=_status(soft_delete.get("status"), "disabled"),
@@ -66,6 +67,14 @@ def _registry(managed: ManagedRegistry) -> m.Registry:
                 status=_status(policy("exportPolicy").get("status"), "enabled")
             ),
         ),
+    )
+
+
+def _retention(policy: RetentionPolicy) -> m.RetentionPolicy:
+    return m.RetentionPolicy(
+        days=policy.days,
+        status=_status(policy.status, "disabled"),
+        lastUpdatedTime=policy.last_updated or datetime.now(UTC),
     )
 
 
@@ -116,6 +125,11 @@ class RegistriesApi:
             o("GET", f"{r}/usages", "listUsages", self.usages,
               "Storage and counts against the SKU's limits", read,
               answer=m.ValueList[m.Usage]),
+            o("GET", f"{r}/policies/retention", "getRetentionPolicy", self.get_retention,
+              "The untagged-manifest retention policy", read, answer=m.RetentionPolicy),
+            o("PATCH", f"{r}/policies/retention", "updateRetentionPolicy",
+              self.update_retention, "Enable, disable or change the retention policy", write,
+              m.RetentionUpdate, m.RetentionPolicy),
         ]  # fmt: skip
 
     async def list_registries(self, _: Request, caller: Identity, __: None) -> Response:
@@ -182,6 +196,20 @@ class RegistriesApi:
             caller, request.path_params["registry"], body.name
         )
         return json_response(_admin(passwords))
+
+    async def get_retention(self, request: Request, caller: Identity, _: None) -> Response:
+        """``GET /api/registries/{registry}/policies/retention``."""
+        policy = await self.service.get_retention(caller, request.path_params["registry"])
+        return json_response(_retention(policy))
+
+    async def update_retention(
+        self, request: Request, caller: Identity, body: m.RetentionUpdate
+    ) -> Response:
+        """``PATCH /api/registries/{registry}/policies/retention``."""
+        policy = await self.service.update_retention(
+            caller, request.path_params["registry"], status=body.status, days=body.days
+        )
+        return json_response(_retention(policy))
 
     async def usages(self, request: Request, caller: Identity, _: None) -> Response:
         """``GET /api/registries/{registry}/usages``."""

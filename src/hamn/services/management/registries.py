@@ -13,7 +13,7 @@ them again, as ACR does. Nothing here logs.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 import orjson
@@ -22,7 +22,7 @@ from hamn.auth.policy import ManagementPermission, can_see_registry
 from hamn.auth.secrets import SealError, hash_secret, new_secret, seal, unseal
 from hamn.errors import ADMIN_DISABLED, NAME_INVALID, UNKNOWN, HamnError
 from hamn.metadata.identities import SKUS, IdentityStore, RegistryInfo
-from hamn.metadata.store import MetadataStore
+from hamn.metadata.store import MetadataStore, utcnow
 from hamn.oci.names import is_valid_registry_name
 from hamn.services.identity import Identity
 from hamn.services.management.checks import (
@@ -35,6 +35,8 @@ from hamn.services.management.checks import (
     require,
     stored,
 )
+from hamn.services.retention import MAX_DAYS as MAX_RETENTION_DAYS
+from hamn.services.retention import RetentionPolicy, retention_policy, with_retention
 
 _GIB: Final = 1024**3
 #: Included storage per SKU (SPEC §2), the Size usage's limit.
@@ -109,6 +111,14 @@ def _check_anonymous_pull(sku: str) -> None:
 def _admin_associated_data(registry: str) -> bytes:
     # Binds the sealed value to its registry: copied to another row, it does not open.
     return f"admin-passwords:/registries/{registry.lower()}".encode()
+
+
+def retention_of(info: RegistryInfo) -> RetentionPolicy:
+    """The registry's retention policy; never set, it was last updated with the registry."""
+    policy = retention_policy(info.policies)
+    if policy.last_updated is None:
+        return replace(policy, last_updated=info.updated_at)
+    return policy
 
 
 class RegistryService:
@@ -232,6 +242,31 @@ class RegistryService:
         info = await permitted_registry(self._identities, identity, name, _M.WRITE)
         if not await self._identities.delete_registry(info.name):
             raise registry_not_found(name)
+
+    # -- the retention policy ------------------------------------------------------------------
+    async def get_retention(self, identity: Identity, name: str) -> RetentionPolicy:
+        """The registry's untagged-manifest retention policy (READ on it)."""
+        info = await permitted_registry(self._identities, identity, name, _M.READ)
+        return retention_of(info)
+
+    async def update_retention(
+        self,
+        identity: Identity,
+        name: str,
+        *,
+        status: str | None = None,
+        days: int | None = None,
+    ) -> RetentionPolicy:
+        """Change the retention policy (WRITE on the registry); enabling it records the
+        time, and only manifests untagged after it count (as in ACR)."""
+        info = await permitted_registry(self._identities, identity, name, _M.WRITE)
+        if status is not None and status not in ("enabled", "disabled"):
+            raise body_invalid("status must be enabled or disabled", status=status[:20])
+        if days is not None and not 0 <= days <= MAX_RETENTION_DAYS:
+            raise body_invalid(f"days must be 0 to {MAX_RETENTION_DAYS}", days=days)
+        policies, policy = with_retention(info.policies, utcnow(), status=status, days=days)
+        await stored(self._identities.update_registry(info.name, policies=policies))
+        return policy
 
     # -- admin credentials ---------------------------------------------------------------------
     async def _seal_and_store(
