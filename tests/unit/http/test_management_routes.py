@@ -288,10 +288,16 @@ def test_the_openapi_document(api: TestClient) -> None:
     assert doc["openapi"].startswith("3.1")
     schemas = doc["components"]["schemas"]
     operations = [(p, m, op) for p, ops in doc["paths"].items() for m, op in ops.items()]
-    assert len(operations) == 39
+    assert len(operations) == 41
     retention = doc["paths"]["/api/registries/{registry}/policies/retention"]
     assert retention["get"]["description"].startswith("Needs: read on the registry")
     assert retention["patch"]["description"].startswith("Needs: write on the registry")
+    soft_delete = doc["paths"]["/api/registries/{registry}/policies/softdelete"]
+    assert soft_delete["get"]["description"].startswith("Needs: read on the registry")
+    assert soft_delete["patch"]["description"].startswith("Needs: write on the registry")
+    update = soft_delete["patch"]["requestBody"]["content"]["application/json"]["schema"]
+    days = schemas[update["$ref"].rsplit("/", 1)[1]]["properties"]["days"]["anyOf"][0]
+    assert (days["minimum"], days["maximum"]) == (1, 90)
     text = r.text
     for ref in {part.split('"')[0] for part in text.split('"$ref":"#/components/schemas/')[1:]}:
         assert ref in schemas, ref

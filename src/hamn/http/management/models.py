@@ -68,6 +68,15 @@ class RetentionUpdate(Request):
     type: Literal["UntaggedManifests"] | None = None
 
 
+class SoftDeleteUpdate(Request):
+    """``PATCH /api/registries/{registry}/policies/softdelete`` (``az acr config soft-delete
+    update``): what is absent (or null) stays as it is. ``days`` is how long deleted
+    manifests and tags stay restorable."""
+
+    status: Literal["enabled", "disabled"] | None = None
+    days: Annotated[int, Field(ge=1, le=90)] | None = None
+
+
 class NameCheck(Request):
     """``POST /api/checkNameAvailability`` (``type`` is accepted as ``az`` sends it)."""
 
@@ -210,10 +219,12 @@ class RetentionPolicy(Answer):
 
 
 class SoftDeletePolicy(Answer):
-    """Soft delete."""
+    """Soft delete: deleted manifests and their tags stay listed and restorable for
+    ``retentionDays``, counting toward usage, until the collector purges them."""
 
     retentionDays: int
     status: Literal["enabled", "disabled"]
+    lastUpdatedTime: datetime
 
 
 class Policies(Answer):

@@ -24,8 +24,10 @@ from hamn.services.management.registries import (
     ManagedRegistry,
     RegistryService,
     retention_of,
+    soft_delete_of,
 )
 from hamn.services.retention import RetentionPolicy
+from hamn.services.soft_delete_policy import SoftDeletePolicy
 
 
 def _status(stored: Any, default: str) -> str:
@@ -40,8 +42,6 @@ def _registry(managed: ManagedRegistry) -> m.Registry:
         value = stored.get(key)
         return value if isinstance(value, dict) else {}
 
-    soft_delete = policy("softDeletePolicy")
-    retention_days = soft_delete.get("retentionDays")
     return m.Registry(
         id=f"/registries/{info.name}",
         name=info.name,
@@ -59,10 +59,7 @@ def _registry(managed: ManagedRegistry) -> m.Registry:
                 status=_status(policy("trustPolicy").get("status"), "disabled")
             ),
             retentionPolicy=_retention(retention_of(info)),
-            softDeletePolicy=m.SoftDeletePolicy(
-                retentionDays=retention_days if isinstance(retention_days, int) else 7,
-                status=_status(soft_delete.get("status"), "disabled"),
-            ),
+            softDeletePolicy=_soft_delete(soft_delete_of(info)),
             exportPolicy=m.StatusPolicy(
                 status=_status(policy("exportPolicy").get("status"), "enabled")
             ),
@@ -73,6 +70,14 @@ def _registry(managed: ManagedRegistry) -> m.Registry:
 def _retention(policy: RetentionPolicy) -> m.RetentionPolicy:
     return m.RetentionPolicy(
         days=policy.days,
+        status=_status(policy.status, "disabled"),
+        lastUpdatedTime=policy.last_updated or datetime.now(UTC),
+    )
+
+
+def _soft_delete(policy: SoftDeletePolicy) -> m.SoftDeletePolicy:
+    return m.SoftDeletePolicy(
+        retentionDays=policy.retention_days,
         status=_status(policy.status, "disabled"),
         lastUpdatedTime=policy.last_updated or datetime.now(UTC),
     )
@@ -128,8 +133,15 @@ class RegistriesApi:
             o("GET", f"{r}/policies/retention", "getRetentionPolicy", self.get_retention,
               "The untagged-manifest retention policy", read, answer=m.RetentionPolicy),
             o("PATCH", f"{r}/policies/retention", "updateRetentionPolicy",
-              self.update_retention, "Enable, disable or change the retention policy", write,
-              m.RetentionUpdate, m.RetentionPolicy),
+              self.update_retention,
+              "Enable, disable or change the retention policy (409 while soft delete is enabled)",
+              write, m.RetentionUpdate, m.RetentionPolicy),
+            o("GET", f"{r}/policies/softdelete", "getSoftDeletePolicy", self.get_soft_delete,
+              "The soft delete policy", read, answer=m.SoftDeletePolicy),
+            o("PATCH", f"{r}/policies/softdelete", "updateSoftDeletePolicy",
+              self.update_soft_delete,
+              "Enable, disable or change soft delete (409 while retention is enabled)", write,
+              m.SoftDeleteUpdate, m.SoftDeletePolicy),
         ]  # fmt: skip
 
     async def list_registries(self, _: Request, caller: Identity, __: None) -> Response:
@@ -210,6 +222,20 @@ class RegistriesApi:
             caller, request.path_params["registry"], status=body.status, days=body.days
         )
         return json_response(_retention(policy))
+
+    async def get_soft_delete(self, request: Request, caller: Identity, _: None) -> Response:
+        """``GET /api/registries/{registry}/policies/softdelete``."""
+        policy = await self.service.get_soft_delete(caller, request.path_params["registry"])
+        return json_response(_soft_delete(policy))
+
+    async def update_soft_delete(
+        self, request: Request, caller: Identity, body: m.SoftDeleteUpdate
+    ) -> Response:
+        """``PATCH /api/registries/{registry}/policies/softdelete``."""
+        policy = await self.service.update_soft_delete(
+            caller, request.path_params["registry"], status=body.status, days=body.days
+        )
+        return json_response(_soft_delete(policy))
 
     async def usages(self, request: Request, caller: Identity, _: None) -> Response:
         """``GET /api/registries/{registry}/usages``."""

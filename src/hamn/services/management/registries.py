@@ -20,7 +20,7 @@ import orjson
 
 from hamn.auth.policy import ManagementPermission, can_see_registry
 from hamn.auth.secrets import SealError, hash_secret, new_secret, seal, unseal
-from hamn.errors import ADMIN_DISABLED, NAME_INVALID, UNKNOWN, HamnError
+from hamn.errors import ADMIN_DISABLED, IN_USE, NAME_INVALID, UNKNOWN, HamnError
 from hamn.metadata.identities import SKUS, IdentityStore, RegistryInfo
 from hamn.metadata.store import MetadataStore, utcnow
 from hamn.oci.names import is_valid_registry_name
@@ -37,6 +37,14 @@ from hamn.services.management.checks import (
 )
 from hamn.services.retention import MAX_DAYS as MAX_RETENTION_DAYS
 from hamn.services.retention import RetentionPolicy, retention_policy, with_retention
+from hamn.services.soft_delete_policy import MAX_DAYS as MAX_SOFT_DELETE_DAYS
+from hamn.services.soft_delete_policy import MIN_DAYS as MIN_SOFT_DELETE_DAYS
+from hamn.services.soft_delete_policy import (
+    SoftDeletePolicy,
+    conflict,
+    soft_delete_policy,
+    with_soft_delete,
+)
 
 _GIB: Final = 1024**3
 #: Included storage per SKU (SPEC §2), the Size usage's limit.
@@ -119,6 +127,25 @@ def retention_of(info: RegistryInfo) -> RetentionPolicy:
     if policy.last_updated is None:
         return replace(policy, last_updated=info.updated_at)
     return policy
+
+
+def soft_delete_of(info: RegistryInfo) -> SoftDeletePolicy:
+    """The registry's soft delete policy; never set, it was last updated with the registry."""
+    policy = soft_delete_policy(info.policies)
+    if policy.last_updated is None:
+        return replace(policy, last_updated=info.updated_at)
+    return policy
+
+
+def _check_status(status: str | None) -> None:
+    if status is not None and status not in ("enabled", "disabled"):
+        raise body_invalid("status must be enabled or disabled", status=status[:20])
+
+
+def _refuse_conflict(info: RegistryInfo, enabling: str) -> None:
+    why = conflict(info.policies, enabling, info.name)
+    if why is not None:
+        raise HamnError(IN_USE, why, detail={"registry": info.name, "policy": enabling})
 
 
 class RegistryService:
@@ -260,11 +287,40 @@ class RegistryService:
         """Change the retention policy (WRITE on the registry); enabling it records the
         time, and only manifests untagged after it count (as in ACR)."""
         info = await permitted_registry(self._identities, identity, name, _M.WRITE)
-        if status is not None and status not in ("enabled", "disabled"):
-            raise body_invalid("status must be enabled or disabled", status=status[:20])
+        _check_status(status)
         if days is not None and not 0 <= days <= MAX_RETENTION_DAYS:
             raise body_invalid(f"days must be 0 to {MAX_RETENTION_DAYS}", days=days)
+        if status == "enabled":
+            _refuse_conflict(info, "retention")
         policies, policy = with_retention(info.policies, utcnow(), status=status, days=days)
+        await stored(self._identities.update_registry(info.name, policies=policies))
+        return policy
+
+    # -- the soft delete policy ----------------------------------------------------------------
+    async def get_soft_delete(self, identity: Identity, name: str) -> SoftDeletePolicy:
+        """The registry's soft delete policy (READ on it)."""
+        info = await permitted_registry(self._identities, identity, name, _M.READ)
+        return soft_delete_of(info)
+
+    async def update_soft_delete(
+        self,
+        identity: Identity,
+        name: str,
+        *,
+        status: str | None = None,
+        days: int | None = None,
+    ) -> SoftDeletePolicy:
+        """Change the soft delete policy (WRITE on the registry). Enabling it while the
+        retention policy is enabled is refused (IN_USE, 409), as ACR refuses it."""
+        info = await permitted_registry(self._identities, identity, name, _M.WRITE)
+        _check_status(status)
+        if days is not None and not MIN_SOFT_DELETE_DAYS <= days <= MAX_SOFT_DELETE_DAYS:
+            raise body_invalid(
+                f"days must be {MIN_SOFT_DELETE_DAYS} to {MAX_SOFT_DELETE_DAYS}", days=days
+            )
+        if status == "enabled":
+            _refuse_conflict(info, "softDelete")
+        policies, policy = with_soft_delete(info.policies, utcnow(), status=status, days=days)
         await stored(self._identities.update_registry(info.name, policies=policies))
         return policy
 
