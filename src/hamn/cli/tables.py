@@ -101,6 +101,49 @@ RETENTION = columns(
     ("LAST UPDATED", ("lastUpdatedTime",), timestamp),
 )
 
+#: ``hamn config soft-delete show|update``.
+SOFT_DELETE = columns(
+    ("STATUS", ("status",)),
+    ("RETENTION DAYS", ("retentionDays",)),
+    ("LAST UPDATED", ("lastUpdatedTime",), timestamp),
+)
+
+
+def joined(item: Any, key: str) -> str:
+    """A list of names at ``key`` as ``a, b``; a single blank when there is none."""
+    value = item.get(key) if isinstance(item, dict) else None
+    if not isinstance(value, list) or not value:
+        return " "
+    return ", ".join(str(v) for v in value)
+
+
+def deleted_manifest(result: Any) -> list[OrderedDict[str, str]]:
+    """``hamn manifest list-deleted``: a deleted manifest, its tags, and when it goes."""
+    return [
+        OrderedDict(
+            [
+                ("DIGEST", field(item, "digest")),
+                ("TAGS", joined(item, "tags")),
+                ("DELETED", timestamp(field(item, "deletedTime"))),
+                ("EXPIRES AFTER", timestamp(field(item, "expiresAfter"))),
+                ("SIZE", field(item, "imageSize")),
+            ]
+        )
+        for item in _items(result)
+    ]
+
+
+#: ``hamn manifest list-deleted``.
+DELETED_MANIFEST = deleted_manifest
+
+#: ``hamn manifest list-deleted-tags``.
+DELETED_TAG = columns(
+    ("NAME", ("name",)),
+    ("DIGEST", ("digest",)),
+    ("DELETED", ("deletedTime",), timestamp),
+    ("EXPIRES AFTER", ("expiresAfter",), timestamp),
+)
+
 #: ``hamn credential show|renew``.
 CREDENTIAL = columns(
     ("USERNAME", ("username",)),

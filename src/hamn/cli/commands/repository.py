@@ -5,22 +5,27 @@ Results have az's shapes: ``list`` and ``show-tags`` give names,
 server's full entries), ``show`` gives the repository, tag or manifest object,
 ``delete --repository`` gives what was deleted; ``delete --image`` and
 ``untag`` print nothing; ``update`` sends ACR's ``PATCH`` of the changeable
-attributes (``deleteEnabled``, ``writeEnabled``, ``listEnabled``, ``readEnabled``).
+attributes (``deleteEnabled``, ``writeEnabled``, ``listEnabled``, ``readEnabled``);
+``list-deleted`` gives the names of repositories with soft-deleted content
+(``/acr/v1/_deleted/_catalog``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
 import click
 
-from hamn.cli.client import RegistryClient
+from hamn.cli.client import RegistryClient, RegistryError
 from hamn.cli.commands.api import BOOLEAN, call
 from hamn.cli.context import (
     HamnGroup,
     Invocation,
     command,
+    describe,
     registry_option,
     required,
     server_errors,
@@ -120,6 +125,65 @@ def _tag_digest(client: RegistryClient, registry: str, image: Image) -> str:
     return str(digest)
 
 
+def deleted_path(client: RegistryClient, *parts: str) -> str:
+    """``/acr/v1/_deleted/[<registry>/]<parts...>``: soft-deleted content. The registry
+    segment is there unless the server URL is the registry's login server, as for
+    ``/v2/<registry>/...`` (``_catalog`` is never a repository name, so it cannot clash)."""
+    segments = [] if client.host_routed else [quote(client.registry, safe="")]
+    segments.extend(quote(part, safe="/:") for part in parts)
+    return "/acr/v1/_deleted/" + "/".join(segments)
+
+
+def enable_soft_delete_hint(registry: str) -> str:
+    """How to turn soft delete on, worded for a message."""
+    return (
+        f"enable it with 'hamn config soft-delete update -r {registry} --status enabled "
+        "--days 7' (deleted content is kept only while it is enabled)"
+    )
+
+
+@contextmanager
+def deleted_errors(
+    registry: str, not_found: str, inv: Invocation, client: RegistryClient
+) -> Iterator[None]:
+    """Server refusals of ``/acr/v1/_deleted`` in words: a server without soft delete,
+    soft delete not enabled in the registry, or nothing deleted there (``not_found``,
+    with a warning first if that is because soft delete is off)."""
+    try:
+        yield
+    except RegistryError as exc:
+        if exc.status == 404:
+            warn_if_soft_delete_disabled(inv, client, registry)
+        text = (exc.message or "").lower()
+        if exc.status == 405 or exc.code == "UNSUPPORTED":
+            raise CLIError(
+                f"{describe(exc)}. This server does not support soft delete; "
+                "upgrade it to list or restore deleted content."
+            ) from None
+        if "soft delete" in text and ("not enabled" in text or "disabled" in text):
+            raise CLIError(
+                f"{describe(exc)}. Soft delete is not enabled in registry '{registry}': "
+                f"{enable_soft_delete_hint(registry)}."
+            ) from None
+        raise CLIError(describe(exc, not_found)) from None
+
+
+def warn_if_soft_delete_disabled(inv: Invocation, client: RegistryClient, registry: str) -> None:
+    """Warn that nothing is kept when the registry's soft delete policy is off (checked
+    only if the caller may read the policy; nothing is said otherwise)."""
+    try:
+        policy = client.get_json(
+            "/api/registries/" + quote(registry, safe="") + "/policies/softdelete"
+        )
+    except RegistryError:
+        return
+    if isinstance(policy, dict) and policy.get("status") == "disabled":
+        inv.warn(
+            f"Soft delete is not enabled in registry '{registry}', so deleted manifests and "
+            f"tags are not kept: {enable_soft_delete_hint(registry)}."
+        )
+
+
 # ---------------------------------------------------------------------- commands
 
 
@@ -131,6 +195,23 @@ def list_repositories(inv: Invocation, registry: str, top: int | None) -> list[s
     client = inv.client(registry)
     with server_errors(not_found=f"Registry '{registry}' was not found on {client.server}."):
         return catalog(client, registry, top)
+
+
+@command(repository, "list-deleted")
+@registry_option("-n", "--name")
+@top_option
+def list_deleted(inv: Invocation, registry: str, top: int | None) -> list[str]:
+    """List the repositories that hold soft-deleted manifests or tags."""
+    client = inv.client(registry)
+    with deleted_errors(
+        registry, f"Registry '{registry}' was not found on {client.server}.", inv, client
+    ):
+        names: list[str] = client.list_all(
+            deleted_path(client, "_catalog"), "repositories", top=top
+        )
+    if not names:
+        warn_if_soft_delete_disabled(inv, client, registry)
+    return names
 
 
 @command(repository, "show-tags")
