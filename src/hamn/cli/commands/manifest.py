@@ -158,7 +158,9 @@ def _deleted_digest(
     """The deleted manifest ``repo:tag`` points to (``--digest`` picks among several)."""
     with deleted_errors(registry, _nothing_deleted(registry, repo), inv, client):
         tags = client.list_all(deleted_path(client, repo, "_tags"), "tags")
-    digests = sorted({str(t.get("digest")) for t in tags if t.get("name") == tag})
+    digests = sorted(
+        {str(t.get("digest")) for t in tags if isinstance(t, dict) and t.get("name") == tag}
+    )
     if digest is not None:
         digests = [d for d in digests if d == digest]
     if not digests:
