@@ -759,7 +759,10 @@ def test_unsupported_method(client: httpx.Client, repo: str, method: str, path: 
 def test_unknown_endpoints(client: httpx.Client, repo: str) -> None:
     expect_error(client.get("/acr/v1/"), 404, "NOT_FOUND")
     expect_error(client.get(f"/acr/v1/{repo}/_tags/v1/extra"), 400, "NAME_INVALID")
-    expect_error(client.get(f"/acr/v1/_deleted/{repo}/_manifests"), 405, "UNSUPPORTED")
+    # The recycle bin's routes (tests/api/test_soft_delete.py) answer their own errors.
+    expect_error(client.get(f"/acr/v1/_deleted/{repo}/_manifests"), 404, "NAME_UNKNOWN")
+    expect_error(client.delete(f"/acr/v1/_deleted/{repo}/_manifests"), 405, "UNSUPPORTED")
+    expect_error(client.get(f"/acr/v1/_deleted/{repo}"), 404, "NOT_FOUND")
     expect_error(client.post("/acr/v1/_catalog"), 405, "UNSUPPORTED")
 
 

@@ -86,9 +86,10 @@ def parse_acr_time(value: str, parameter: str) -> datetime:
     return parsed.astimezone(UTC)
 
 
-def _json(
+def json_response(
     body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
+    """``body`` as a JSON response."""
     return Response(
         orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
     )
@@ -118,7 +119,8 @@ def _platform_json(platform: Platform) -> dict[str, str | None]:
     return {"architecture": platform.architecture, "os": platform.os}
 
 
-def _manifest_json(manifest: Manifest) -> dict[str, Any]:
+def manifest_json(manifest: Manifest) -> dict[str, Any]:
+    """A manifest's attributes under ACR's keys."""
     out: dict[str, Any] = {
         "digest": manifest.digest,
         "imageSize": manifest.image_size,
@@ -150,8 +152,8 @@ def _repository_json(repo: Repository, target: Target) -> dict[str, Any]:
     }
 
 
-async def _attributes_body(request: Request) -> bytes:
-    """The PATCH body, read no further than the limit."""
+async def read_small_body(request: Request) -> bytes:
+    """A small request body (a PATCH's, a restore's), read no further than the limit."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_ATTRIBUTES_BODY:
         raise body_too_large(int(declared))
@@ -169,7 +171,7 @@ async def _attributes_body(request: Request) -> bytes:
     return b"".join(parts)
 
 
-def _next_link(path: str, params: dict[str, str]) -> dict[str, str]:
+def next_link(path: str, params: dict[str, str]) -> dict[str, str]:
     """The ``Link`` header for the page after this one."""
     return {"Link": f'<{path}?{urlencode(params)}>; rel="next"'}
 
@@ -214,8 +216,8 @@ class AcrMetadataApi:
         page = await self.metadata.catalog(registry, n, request.query_params.get("last"))
         link: dict[str, str] = {}
         if page.more:
-            link = _next_link("/acr/v1/_catalog", {"last": page.items[-1], "n": str(n)})
-        return _json({"repositories": page.items}, headers=link)
+            link = next_link("/acr/v1/_catalog", {"last": page.items[-1], "n": str(n)})
+        return json_response({"repositories": page.items}, headers=link)
 
     def route(self, method: str, path: str) -> Routed:
         """The handler ``method path`` reaches, with the repository path and reference.
@@ -224,8 +226,8 @@ class AcrMetadataApi:
         """
         if path == "/acr/v1/_catalog":
             raise HamnError(UNSUPPORTED, f"{method} is not supported on this endpoint")
-        if path.startswith("/acr/v1/_deleted/"):
-            raise HamnError(UNSUPPORTED, "soft delete (/acr/v1/_deleted/...) is not supported yet")
+        if path.startswith("/acr/v1/_deleted/"):  # routed to hamn.http.acr_deleted first
+            raise HamnError(NOT_FOUND, "no such endpoint in the ACR metadata API")
         m = _ROUTE.match(path)
         if m is None:
             raise HamnError(NOT_FOUND, "no such endpoint in the ACR metadata API")
@@ -256,20 +258,22 @@ class AcrMetadataApi:
     # -- repositories ------------------------------------------------------------------
     async def get_repository(self, request: Request, target: Target, name: str, _: str) -> Response:
         repo = await self.metadata.repository(target)
-        return _json(_repository_json(repo, target))
+        return json_response(_repository_json(repo, target))
 
     async def delete_repository(
         self, request: Request, target: Target, name: str, _: str
     ) -> Response:
         deleted = await self.metadata.delete_repository(target)
-        return _json({"manifestsDeleted": deleted.manifests, "tagsDeleted": deleted.tags}, 202)
+        return json_response(
+            {"manifestsDeleted": deleted.manifests, "tagsDeleted": deleted.tags}, 202
+        )
 
     async def patch_repository(
         self, request: Request, target: Target, name: str, _: str
     ) -> Response:
-        changes = parse_attribute_changes(await _attributes_body(request))
+        changes = parse_attribute_changes(await read_small_body(request))
         repo = await self.metadata.update_repository(target, changes)
-        return _json(_repository_json(repo, target))
+        return json_response(_repository_json(repo, target))
 
     # -- tags --------------------------------------------------------------------------
     async def list_tags(self, request: Request, target: Target, name: str, _: str) -> Response:
@@ -287,8 +291,8 @@ class AcrMetadataApi:
                 query["digest"] = digest
             if order != "name":
                 query["lastUpdateTime"] = acr_time(tail.updated_at)
-            link = _next_link(f"/acr/v1/{quote(name)}/_tags", query)
-        return _json(
+            link = next_link(f"/acr/v1/{quote(name)}/_tags", query)
+        return json_response(
             {
                 "registry": self.metadata.login_server(target.registry),
                 "imageName": target.repository,
@@ -301,11 +305,11 @@ class AcrMetadataApi:
         return self._one_tag(target, await self.metadata.tag(target, tag))
 
     async def patch_tag(self, request: Request, target: Target, name: str, tag: str) -> Response:
-        changes = parse_attribute_changes(await _attributes_body(request))
+        changes = parse_attribute_changes(await read_small_body(request))
         return self._one_tag(target, await self.metadata.update_tag(target, tag, changes))
 
     def _one_tag(self, target: Target, tag: Tag) -> Response:
-        return _json(
+        return json_response(
             {
                 "registry": self.metadata.login_server(target.registry),
                 "imageName": target.repository,
@@ -330,12 +334,12 @@ class AcrMetadataApi:
             query = {"last": tail.digest, "n": str(n), "orderby": _orderby(order)}
             if order != "name":
                 query["lastUpdateTime"] = acr_time(tail.updated_at)
-            link = _next_link(f"/acr/v1/{quote(name)}/_manifests", query)
-        return _json(
+            link = next_link(f"/acr/v1/{quote(name)}/_manifests", query)
+        return json_response(
             {
                 "registry": self.metadata.login_server(target.registry),
                 "imageName": target.repository,
-                "manifests": [_manifest_json(m) for m in page.items],
+                "manifests": [manifest_json(m) for m in page.items],
             },
             headers=link,
         )
@@ -348,16 +352,16 @@ class AcrMetadataApi:
     async def patch_manifest(
         self, request: Request, target: Target, name: str, digest: str
     ) -> Response:
-        changes = parse_attribute_changes(await _attributes_body(request))
+        changes = parse_attribute_changes(await read_small_body(request))
         found = await self.metadata.update_manifest(target, digest, changes)
         return self._one_manifest(target, found)
 
     def _one_manifest(self, target: Target, manifest: Manifest) -> Response:
-        return _json(
+        return json_response(
             {
                 "registry": self.metadata.login_server(target.registry),
                 "imageName": target.repository,
-                "manifest": _manifest_json(manifest),
+                "manifest": manifest_json(manifest),
             }
         )
 

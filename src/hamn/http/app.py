@@ -24,6 +24,7 @@ from starlette.types import ASGIApp
 from hamn.config import Settings
 from hamn.errors import HamnError
 from hamn.http.acr import AcrMetadataApi
+from hamn.http.acr_deleted import AcrDeletedApi
 from hamn.http.auth import FailureLimiter, RequestAuth
 from hamn.http.errors import handle_exception
 from hamn.http.management import management_routes
@@ -43,6 +44,7 @@ from hamn.metadata.store import MetadataStore, create_metadata_engine, migrate
 from hamn.services.acr_metadata import AcrMetadataService
 from hamn.services.auth import AuthService, load_server_key
 from hamn.services.gc import GarbageCollector
+from hamn.services.recycle_bin import RecycleBinService
 from hamn.services.registry import RegistryService
 from hamn.services.uploads import BlobUploadService
 from hamn.storage import BlobDriver, create_driver
@@ -144,8 +146,10 @@ def create_app(settings: Settings, *, prepare_database: bool = True) -> ASGIApp:
         ),
     )
     data_plane = DataPlane(registry, uploads, access)
-    acr_metadata = AcrMetadataApi(
-        registry, AcrMetadataService(store, driver, domain=settings.domain), access
+    acr_metadata_service = AcrMetadataService(store, driver, domain=settings.domain)
+    acr_metadata = AcrMetadataApi(registry, acr_metadata_service, access)
+    acr_deleted = AcrDeletedApi(
+        acr_metadata_service, RecycleBinService(store, acr_metadata_service), access
     )
 
     @contextlib.asynccontextmanager
@@ -188,6 +192,16 @@ def create_app(settings: Settings, *, prepare_database: bool = True) -> ASGIApp:
             Route("/v2/{rest:path}", data_plane.dispatch, methods=methods),
             Route(
                 "/acr/v1/_catalog", of_kind("acr_metadata", acr_metadata.catalog), methods=["GET"]
+            ),
+            Route(
+                "/acr/v1/_deleted/_catalog",
+                of_kind("acr_deleted", acr_deleted.catalog),
+                methods=["GET"],
+            ),
+            Route(
+                "/acr/v1/_deleted/{rest:path}",
+                of_kind("acr_deleted", acr_deleted.dispatch),
+                methods=methods,
             ),
             Route(
                 "/acr/v1/{rest:path}",

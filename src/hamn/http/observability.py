@@ -51,6 +51,7 @@ ROUTE_KINDS = (
     "catalog",
     "referrers",
     "acr_metadata",
+    "acr_deleted",
     "base",
     "other",
 )

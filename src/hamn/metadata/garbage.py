@@ -16,6 +16,9 @@ What is garbage:
 Untagged manifests are not garbage (ACR keeps them: they are images by
 digest); :meth:`GarbageStore.untagged_manifests` finds those nothing needs, for
 a retention policy or purge to delete.
+Soft-deleted manifests (in the recycle bin) still reference their blobs, so
+their links and blobs stay until the collector purges them for good
+(:meth:`~hamn.metadata.store.MetadataStore.purge_deleted`).
 """
 
 from __future__ import annotations
@@ -329,6 +332,7 @@ class GarbageStore:
                 r.c.registry_id == registry_id,
                 m.c.id > after_id,
                 m.c.delete_enabled,
+                m.c.deleted_at.is_(None),  # in the recycle bin: the purge's, not retention's
                 ~tagged,
                 ~listed,
                 ~subject_held,

@@ -142,3 +142,37 @@ class DeletedRepository:
 
     manifests: list[str]
     tags: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class DeletedManifest:
+    """A soft-deleted manifest in the recycle bin; ``info.tags`` are the tags it had
+    (those still in the recycle bin with it)."""
+
+    info: ManifestInfo
+    deleted_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeletedTag:
+    """A soft-deleted tag in the recycle bin and the manifest it pointed at."""
+
+    name: str
+    digest: str
+    deleted_at: datetime
+
+
+#: What a restore did: ``restored``; ``unknown`` (no such manifest, or nothing of it
+#: in the recycle bin); ``live`` (the digest is live again: pushed or restored
+#: meanwhile); ``tag_unknown`` (the named tag is not in the recycle bin with it);
+#: ``tag_taken`` (the named tag points at another manifest now).
+RestoreOutcome = Literal["restored", "unknown", "live", "tag_unknown", "tag_taken"]
+
+
+@dataclass(frozen=True, slots=True)
+class PurgedManifest:
+    """A manifest the collector removed for good from the recycle bin."""
+
+    repository: str
+    digest: str
+    size: int

@@ -8,6 +8,7 @@ Tables:
 - ``manifests``: per repository, with their bytes, media type and subject.
 - ``manifest_blobs`` / ``manifest_children``: what a manifest references (GC, usage, checks).
 - ``tags``: tag -> manifest, per repository.
+- ``deleted_tags``: soft-deleted tags (the recycle bin), the manifest each pointed at.
 - ``uploads``: blob upload sessions and their acknowledged offset.
 
 Repositories, manifests (per repository) and tags carry ACR's changeable
@@ -104,6 +105,9 @@ repositories = Table(
     Column("name", name_column(255), nullable=False),
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
+    # Soft delete: set when the whole repository went to the recycle bin (it leaves
+    # the catalog); a push or a restore into it clears it.
+    Column("deleted_at", TS, nullable=True),
     *attribute_columns(),
     UniqueConstraint("registry_id", "name"),
 )
@@ -148,6 +152,9 @@ manifests = Table(
     # When no tag pointed at it any more (or it was stored without one); NULL while
     # tagged. The untagged-manifest retention policy counts from it.
     Column("untagged_at", TS, nullable=True),
+    # Soft delete: set while the manifest is in the recycle bin (every read of live
+    # content leaves it out; its references and usage stay until it is purged).
+    Column("deleted_at", TS, nullable=True),
     *attribute_columns(),
     UniqueConstraint("repository_id", "digest"),
     Index("ix_manifests_repository_id_subject_digest", "repository_id", "subject_digest"),
@@ -188,6 +195,23 @@ tags = Table(
     Column("updated_at", TS, nullable=False),
     *attribute_columns(),
     Index("ix_tags_manifest_id", "manifest_id"),
+)
+
+#: Soft-deleted tags: the last deletion of each tag name per repository, with the
+#: manifest it pointed at (restored with it, unless the name is live again).
+deleted_tags = Table(
+    "deleted_tags",
+    metadata,
+    Column(
+        "repository_id",
+        Integer,
+        ForeignKey("repositories.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("name", name_column(128), primary_key=True),
+    Column("manifest_id", Integer, ForeignKey("manifests.id", ondelete="CASCADE"), nullable=False),
+    Column("deleted_at", TS, nullable=False),
+    Index("ix_deleted_tags_manifest_id", "manifest_id"),
 )
 
 #: Per registry, how many manifests reference each blob (a blob counts toward the

@@ -35,7 +35,9 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    exists,
     func,
+    literal,
     or_,
     select,
     true,
@@ -50,13 +52,17 @@ from hamn.metadata.models import (
     AffectedContent,
     AttributeChanges,
     ChangeableAttributes,
+    DeletedManifest,
     DeletedRepository,
+    DeletedTag,
     ListOrder,
     ManifestInfo,
     ManifestRecord,
+    PurgedManifest,
     Referrer,
     Registry,
     RepositoryInfo,
+    RestoreOutcome,
     TagInfo,
     Upload,
 )
@@ -204,14 +210,18 @@ _MANIFEST_BY_TAG = (
             t.manifests, t.manifests.c.id == t.tags.c.manifest_id
         )
     )
-    .where(*_REPO_MATCH, t.tags.c.name == bindparam("ref"))
+    .where(*_REPO_MATCH, t.tags.c.name == bindparam("ref"), t.manifests.c.deleted_at.is_(None))
 )
 _MANIFEST_BY_DIGEST = (
     select(*_MANIFEST_COLS, t.repositories.c.read_enabled, t.manifests.c.read_enabled, true())
     .select_from(
         t.repositories.join(t.manifests, t.manifests.c.repository_id == t.repositories.c.id)
     )
-    .where(*_REPO_MATCH, t.manifests.c.digest == bindparam("ref"))
+    .where(
+        *_REPO_MATCH,
+        t.manifests.c.digest == bindparam("ref"),
+        t.manifests.c.deleted_at.is_(None),  # soft-deleted: in the recycle bin, not served
+    )
 )
 _LINKED_BLOB_SIZE = (
     select(t.blobs.c.size)
@@ -251,6 +261,7 @@ _REPOSITORIES_PAGE = (
         t.repositories.c.registry_id == bindparam("reg"),
         t.repositories.c.name > bindparam("last"),
         t.repositories.c.list_enabled,  # listEnabled=false hides it from the catalog
+        t.repositories.c.deleted_at.is_(None),  # soft-deleted as a whole
     )
     .order_by(t.repositories.c.name)
     .limit(bindparam("limit"))
@@ -282,6 +293,8 @@ def _missing(
     if not wanted:
         return []
     q = select(table.c.digest).where(table.c.repository_id == repo_id, table.c.digest.in_(wanted))
+    if table is t.manifests:
+        q = q.where(table.c.deleted_at.is_(None))  # one in the recycle bin is not there
     if share:
         q = q.order_by(table.c.digest).with_for_update(read=True)
     have = set(conn.execute(q).scalars())
@@ -597,12 +610,16 @@ class MetadataStore:
 
     # -- repositories -----------------------------------------------------------
     @staticmethod
-    def _repo_id(conn: Connection, registry_id: int, repository: str) -> int | None:
-        return conn.execute(
-            select(t.repositories.c.id).where(
-                t.repositories.c.registry_id == registry_id, t.repositories.c.name == repository
-            )
-        ).scalar()
+    def _repo_id(
+        conn: Connection, registry_id: int, repository: str, *, deleted: bool = False
+    ) -> int | None:
+        """The repository's id; a soft-deleted repository counts only with ``deleted``."""
+        q = select(t.repositories.c.id).where(
+            t.repositories.c.registry_id == registry_id, t.repositories.c.name == repository
+        )
+        if not deleted:
+            q = q.where(t.repositories.c.deleted_at.is_(None))
+        return conn.execute(q).scalar()
 
     @staticmethod
     def _repository_attributes(conn: Connection, repo_id: int) -> ChangeableAttributes:
@@ -920,11 +937,19 @@ class MetadataStore:
             manifest_id = inserted
             self._reference(conn, registry_id, blob_set, quota)
         else:
-            manifest_id = conn.execute(
-                select(t.manifests.c.id).where(
+            manifest_id, deleted_at = conn.execute(
+                select(t.manifests.c.id, t.manifests.c.deleted_at).where(
                     t.manifests.c.repository_id == repo_id, t.manifests.c.digest == digest
                 )
-            ).scalar_one()
+            ).one()
+            if deleted_at is not None:
+                # Pushed again while in the recycle bin: live again (its references and
+                # usage never left); its deleted tags stay in the recycle bin.
+                conn.execute(
+                    update(t.manifests)
+                    .where(t.manifests.c.id == manifest_id)
+                    .values(deleted_at=None, untagged_at=now if tag is None else None)
+                )
         if blob_set:
             conn.execute(
                 self._insert(t.manifest_blobs).on_conflict_do_nothing(
@@ -969,7 +994,9 @@ class MetadataStore:
             if previous is not None and previous != manifest_id:
                 self._untagged_if_bare(conn, previous, now)
         conn.execute(
-            update(t.repositories).where(t.repositories.c.id == repo_id).values(updated_at=now)
+            update(t.repositories)
+            .where(t.repositories.c.id == repo_id)
+            .values(updated_at=now, deleted_at=None)  # a push brings a soft-deleted one back
         )
 
     @_writing
@@ -981,11 +1008,15 @@ class MetadataStore:
         digest: str,
         *,
         guard: Guard | None = None,
+        soft: bool = False,
     ) -> bool:
         """Delete the manifest and every tag pointing at it; False if absent.
 
         ``guard`` first sees the repository, the manifest and its tags with their
-        attributes, and may refuse.
+        attributes, and may refuse. With ``soft`` (the registry's soft-delete policy)
+        the manifest goes to the recycle bin instead: it keeps its row (and so its
+        references and its share of usage) with ``deleted_at`` set, and its tags move
+        to ``deleted_tags``.
         """
         repo_id = self._repo_id(conn, registry_id, repository)
         if repo_id is None:
@@ -993,7 +1024,11 @@ class MetadataStore:
         repo_attrs = self._repository_attributes(conn, repo_id) if guard else None
         row = conn.execute(
             select(t.manifests.c.id, *_attribute_cols(t.manifests))
-            .where(t.manifests.c.repository_id == repo_id, t.manifests.c.digest == digest)
+            .where(
+                t.manifests.c.repository_id == repo_id,
+                t.manifests.c.digest == digest,
+                t.manifests.c.deleted_at.is_(None),
+            )
             .with_for_update()
         ).first()
         if row is None:
@@ -1014,14 +1049,67 @@ class MetadataStore:
                     tags=tuple((r[0], _attributes(r[1:])) for r in tag_rows),
                 )
             )
+        if soft:
+            self._soft_delete(conn, repo_id, t.manifests.c.id == manifest_id, utcnow())
+        else:
+            self._remove_manifest(conn, registry_id, manifest_id)
+        return True
+
+    def _remove_manifest(self, conn: Connection, registry_id: int, manifest_id: int) -> None:
+        """The hard delete: the manifest, its tags (live and deleted) and references go,
+        and blobs no other manifest of the registry references leave its usage."""
         conn.execute(delete(t.tags).where(t.tags.c.manifest_id == manifest_id))
+        conn.execute(delete(t.deleted_tags).where(t.deleted_tags.c.manifest_id == manifest_id))
         self._release(conn, registry_id, [manifest_id])
         conn.execute(delete(t.manifest_blobs).where(t.manifest_blobs.c.manifest_id == manifest_id))
         conn.execute(
             delete(t.manifest_children).where(t.manifest_children.c.manifest_id == manifest_id)
         )
         conn.execute(delete(t.manifests).where(t.manifests.c.id == manifest_id))
-        return True
+
+    def _soft_delete(
+        self, conn: Connection, repo_id: int, which: ColumnElement[bool], now: datetime
+    ) -> None:
+        """Move the live manifests of the repository ``which`` selects to the recycle
+        bin, their tags with them. Nothing is released: usage keeps counting them."""
+        m = t.manifests
+        ids = select(m.c.id).where(m.c.repository_id == repo_id, m.c.deleted_at.is_(None), which)
+        tags = conn.execute(
+            select(t.tags.c.name, t.tags.c.manifest_id)
+            .where(t.tags.c.repository_id == repo_id, t.tags.c.manifest_id.in_(ids))
+            .order_by(t.tags.c.name)
+        ).all()
+        self._bin_tags(conn, repo_id, [(name, mid) for name, mid in tags], now)
+        conn.execute(
+            delete(t.tags).where(t.tags.c.repository_id == repo_id, t.tags.c.manifest_id.in_(ids))
+        )
+        conn.execute(
+            update(m)
+            .where(m.c.repository_id == repo_id, m.c.deleted_at.is_(None), which)
+            .values(deleted_at=now, untagged_at=now)
+        )
+
+    def _bin_tags(
+        self, conn: Connection, repo_id: int, tags: Sequence[tuple[str, int]], now: datetime
+    ) -> None:
+        """Record tags (name, manifest id) as deleted at ``now``; a name deleted before
+        is replaced (the recycle bin keeps each name's last deletion)."""
+        if not tags:
+            return
+        stmt = self._insert(t.deleted_tags)
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["repository_id", "name"],
+                set_={
+                    "manifest_id": stmt.excluded.manifest_id,
+                    "deleted_at": stmt.excluded.deleted_at,
+                },
+            ),
+            [
+                {"repository_id": repo_id, "name": name, "manifest_id": mid, "deleted_at": now}
+                for name, mid in tags
+            ],
+        )
 
     @_writing
     def delete_tag(
@@ -1032,9 +1120,11 @@ class MetadataStore:
         tag: str,
         *,
         guard: Guard | None = None,
+        soft: bool = False,
     ) -> bool:
         """Remove a tag (the manifest stays); False if absent. ``guard`` first sees the
-        repository and the tag with their attributes, and may refuse."""
+        repository and the tag with their attributes, and may refuse. With ``soft`` the
+        tag goes to the recycle bin (``deleted_tags``)."""
         repo_id = self._repo_id(conn, registry_id, repository)
         if repo_id is None:
             return False
@@ -1051,7 +1141,10 @@ class MetadataStore:
         ).scalar()
         if removed is None:
             return False
-        self._untagged_if_bare(conn, removed, utcnow())
+        now = utcnow()
+        if soft:
+            self._bin_tags(conn, repo_id, [(tag, removed)], now)
+        self._untagged_if_bare(conn, removed, now)
         return True
 
     @staticmethod
@@ -1113,6 +1206,7 @@ class MetadataStore:
                 .where(
                     t.manifests.c.repository_id == repo_id,
                     t.manifests.c.subject_digest == subject_digest,
+                    t.manifests.c.deleted_at.is_(None),
                 )
                 .order_by(t.manifests.c.created_at, t.manifests.c.digest)
             ).all()
@@ -1210,7 +1304,7 @@ class MetadataStore:
         manifest_count = (
             select(func.count())
             .select_from(t.manifests)
-            .where(t.manifests.c.repository_id == r.c.id)
+            .where(t.manifests.c.repository_id == r.c.id, t.manifests.c.deleted_at.is_(None))
             .scalar_subquery()
         )
         tag_count = (
@@ -1226,7 +1320,7 @@ class MetadataStore:
             manifest_count,
             tag_count,
             *_attribute_cols(r),
-        ).where(r.c.registry_id == registry_id, r.c.name == repository)
+        ).where(r.c.registry_id == registry_id, r.c.name == repository, r.c.deleted_at.is_(None))
         with self.engine.connect() as conn:
             row = conn.execute(q).first()
         if row is None:
@@ -1393,6 +1487,7 @@ class MetadataStore:
                 t.repositories.c.registry_id == registry_id,
                 t.repositories.c.name == repository,
                 t.manifests.c.digest == digest,
+                t.manifests.c.deleted_at.is_(None),
             )
         )
         with self.engine.connect() as conn:
@@ -1428,6 +1523,7 @@ class MetadataStore:
                 t.repositories.c.registry_id == registry_id,
                 t.repositories.c.name == repository,
                 t.manifests.c.list_enabled,
+                t.manifests.c.deleted_at.is_(None),
             )
             .order_by(*self._ordering(order, t.manifests.c.created_at, t.manifests.c.digest))
             .limit(limit)
@@ -1464,7 +1560,11 @@ class MetadataStore:
             table, where = t.tags, and_(t.tags.c.repository_id == repo_id, t.tags.c.name == tag)
         elif digest is not None:
             table = t.manifests
-            where = and_(t.manifests.c.repository_id == repo_id, t.manifests.c.digest == digest)
+            where = and_(
+                t.manifests.c.repository_id == repo_id,
+                t.manifests.c.digest == digest,
+                t.manifests.c.deleted_at.is_(None),
+            )
         else:
             table, where = t.repositories, t.repositories.c.id == repo_id
         values = {
@@ -1483,13 +1583,16 @@ class MetadataStore:
         repository: str,
         *,
         guard: Guard | None = None,
+        soft: bool = False,
     ) -> DeletedRepository | None:
         """Delete the repository with every manifest, tag and blob link, in one transaction.
 
         The repository itself goes too, so it leaves the catalog. Blob bytes stay
         for garbage collection (as after a manifest delete). None if absent.
         ``guard`` first sees the repository and all its manifests and tags with
-        their attributes, and may refuse.
+        their attributes, and may refuse. With ``soft`` every manifest and tag goes to
+        the recycle bin and the repository is marked deleted (it leaves the catalog;
+        its row, blob links and usage stay until the collector purges them).
         """
         repo_id = self._repo_id(conn, registry_id, repository)
         if repo_id is None:
@@ -1497,7 +1600,7 @@ class MetadataStore:
         repo_attrs = self._repository_attributes(conn, repo_id)
         manifest_rows = conn.execute(
             select(t.manifests.c.digest, *_attribute_cols(t.manifests)).where(
-                t.manifests.c.repository_id == repo_id
+                t.manifests.c.repository_id == repo_id, t.manifests.c.deleted_at.is_(None)
             )
         ).all()
         tag_rows = conn.execute(
@@ -1514,8 +1617,21 @@ class MetadataStore:
             )
         digests = sorted(r[0] for r in manifest_rows)
         tag_names = sorted(r[0] for r in tag_rows)
+        if soft:
+            now = utcnow()
+            self._soft_delete(conn, repo_id, true(), now)
+            conn.execute(
+                update(t.repositories).where(t.repositories.c.id == repo_id).values(deleted_at=now)
+            )
+            return DeletedRepository(digests, tag_names)
+        self._remove_repository(conn, registry_id, repo_id)
+        return DeletedRepository(digests, tag_names)
+
+    def _remove_repository(self, conn: Connection, registry_id: int, repo_id: int) -> None:
+        """The hard delete of a repository: everything in it, recycle bin included."""
         manifest_ids = select(t.manifests.c.id).where(t.manifests.c.repository_id == repo_id)
         conn.execute(delete(t.tags).where(t.tags.c.repository_id == repo_id))
+        conn.execute(delete(t.deleted_tags).where(t.deleted_tags.c.repository_id == repo_id))
         self._release(conn, registry_id, manifest_ids)
         conn.execute(
             delete(t.manifest_blobs).where(t.manifest_blobs.c.manifest_id.in_(manifest_ids))
@@ -1528,7 +1644,218 @@ class MetadataStore:
             delete(t.repository_blobs).where(t.repository_blobs.c.repository_id == repo_id)
         )
         conn.execute(delete(t.repositories).where(t.repositories.c.id == repo_id))
-        return DeletedRepository(digests, tag_names)
+
+    # -- soft delete: the registry's policies, the recycle bin, restore, purge ----------
+    @_reading
+    def registry_policies(self, registry_id: int) -> dict[str, Any]:
+        """The registry's stored ``policies`` object (empty when none or unreadable)."""
+        q = select(t.registries.c.policies).where(t.registries.c.id == registry_id)
+        with self.engine.connect() as conn:
+            text = conn.execute(q).scalar()
+        if not text:
+            return {}
+        try:
+            policies = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return {}
+        return policies if isinstance(policies, dict) else {}
+
+    @_reading
+    def deleted_repositories(self, registry_id: int, limit: int, last: str | None) -> list[str]:
+        """Names of repositories with soft-deleted manifests or tags, after ``last``."""
+        r = t.repositories
+        in_bin = or_(
+            exists(
+                select(literal(1)).where(
+                    t.manifests.c.repository_id == r.c.id, t.manifests.c.deleted_at.is_not(None)
+                )
+            ),
+            exists(select(literal(1)).where(t.deleted_tags.c.repository_id == r.c.id)),
+        )
+        q = (
+            select(r.c.name)
+            .where(r.c.registry_id == registry_id, r.c.name > (last or ""), in_bin)
+            .order_by(r.c.name)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return list(conn.execute(q).scalars())
+
+    @_reading
+    def deleted_manifest_page(
+        self, registry_id: int, repository: str, *, limit: int, last: str | None = None
+    ) -> list[DeletedManifest] | None:
+        """Up to ``limit`` soft-deleted manifests after the digest ``last`` (digest order),
+        each with the tags it had in the recycle bin; None if there is no such repository."""
+        m = t.manifests
+        with self.engine.connect() as conn:
+            repo_id = self._repo_id(conn, registry_id, repository, deleted=True)
+            if repo_id is None:
+                return None
+            q = (
+                select(*self._MANIFEST_INFO_COLS, m.c.deleted_at)
+                .where(
+                    m.c.repository_id == repo_id,
+                    m.c.deleted_at.is_not(None),
+                    m.c.digest > (last or ""),
+                )
+                .order_by(m.c.digest)
+                .limit(limit)
+            )
+            rows = conn.execute(q).all()
+            tags: dict[int, list[str]] = {}
+            ids = [r[0] for r in rows]
+            if ids:
+                for mid, name in conn.execute(
+                    select(t.deleted_tags.c.manifest_id, t.deleted_tags.c.name)
+                    .where(t.deleted_tags.c.manifest_id.in_(ids))
+                    .order_by(t.deleted_tags.c.name)
+                ):
+                    tags.setdefault(mid, []).append(name)
+        by_id = {k: tuple(v) for k, v in tags.items()}
+        return [DeletedManifest(self._manifest_info(r, by_id), _aware(r[-1])) for r in rows]
+
+    @_reading
+    def deleted_tag_page(
+        self, registry_id: int, repository: str, *, limit: int, last: str | None = None
+    ) -> list[DeletedTag] | None:
+        """Up to ``limit`` soft-deleted tags after the name ``last`` (name order), with the
+        digest each pointed at; None if there is no such repository."""
+        d = t.deleted_tags
+        with self.engine.connect() as conn:
+            repo_id = self._repo_id(conn, registry_id, repository, deleted=True)
+            if repo_id is None:
+                return None
+            rows = conn.execute(
+                select(d.c.name, t.manifests.c.digest, d.c.deleted_at)
+                .select_from(d.join(t.manifests, t.manifests.c.id == d.c.manifest_id))
+                .where(d.c.repository_id == repo_id, d.c.name > (last or ""))
+                .order_by(d.c.name)
+                .limit(limit)
+            ).all()
+        return [DeletedTag(name, digest, _aware(at)) for name, digest, at in rows]
+
+    @_writing
+    def restore_manifest(
+        self,
+        conn: Connection,
+        registry_id: int,
+        repository: str,
+        digest: str,
+        *,
+        tag: str | None = None,
+    ) -> RestoreOutcome:
+        """Take the manifest out of the recycle bin with its deleted tags that no other
+        manifest took meanwhile (or only ``tag``); a live manifest gets back the
+        deleted ``tag`` it had. See :data:`RestoreOutcome` for what comes back."""
+        repo_id = self._repo_id(conn, registry_id, repository, deleted=True)
+        if repo_id is None:
+            return "unknown"
+        m, d = t.manifests, t.deleted_tags
+        row = conn.execute(
+            select(m.c.id, m.c.deleted_at)
+            .where(m.c.repository_id == repo_id, m.c.digest == digest)
+            .with_for_update()
+        ).first()
+        if row is None:
+            return "unknown"
+        manifest_id, deleted_at = row
+        binned = select(d.c.name).where(d.c.manifest_id == manifest_id).order_by(d.c.name)
+        if tag is not None:
+            binned = binned.where(d.c.name == tag)
+        names = list(conn.execute(binned).scalars())
+        if deleted_at is None and (tag is None or not names):
+            # Live: nothing of it to restore but a named deleted tag. Deleted tags of it
+            # left in the recycle bin mean it was deleted once and is live again (pushed
+            # or restored meanwhile).
+            history = conn.execute(
+                select(d.c.name).where(d.c.manifest_id == manifest_id).limit(1)
+            ).first()
+            if history is None:
+                return "unknown"
+            return "live" if tag is None else "tag_unknown"
+        if tag is not None and not names:
+            return "tag_unknown"
+        live = dict(
+            conn.execute(
+                select(t.tags.c.name, t.tags.c.manifest_id).where(
+                    t.tags.c.repository_id == repo_id, t.tags.c.name.in_(names)
+                )
+            ).all()
+        )
+        if tag is not None and live.get(tag, manifest_id) != manifest_id:
+            return "tag_taken"
+        now = utcnow()
+        back = [n for n in names if n not in live]
+        if back:
+            conn.execute(
+                t.tags.insert(),
+                [
+                    {
+                        "repository_id": repo_id,
+                        "name": n,
+                        "manifest_id": manifest_id,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for n in back
+                ],
+            )
+        gone = [n for n in names if live.get(n, manifest_id) == manifest_id]
+        if gone:
+            conn.execute(delete(d).where(d.c.repository_id == repo_id, d.c.name.in_(gone)))
+        tagged = bool(back) or manifest_id in live.values()
+        values: dict[str, Any] = {"deleted_at": None}
+        if deleted_at is not None or tagged:
+            values["untagged_at"] = None if tagged else now
+        conn.execute(update(m).where(m.c.id == manifest_id).values(values))
+        conn.execute(
+            update(t.repositories).where(t.repositories.c.id == repo_id).values(deleted_at=None)
+        )
+        return "restored"
+
+    @_writing
+    def purge_deleted(
+        self, conn: Connection, registry_id: int, deleted_before: datetime, limit: int
+    ) -> list[PurgedManifest]:
+        """Remove for good, through the hard delete (usage drops), up to ``limit``
+        manifests of the registry soft-deleted before ``deleted_before``; the tags
+        deleted before it; and, once nothing is left in them, repositories deleted
+        before it. The manifests removed (an empty list: nothing more to purge)."""
+        m, r = t.manifests, t.repositories
+        rows = conn.execute(
+            select(m.c.id, r.c.name, m.c.digest, m.c.size)
+            .select_from(m.join(r, r.c.id == m.c.repository_id))
+            .where(
+                r.c.registry_id == registry_id,
+                m.c.deleted_at.is_not(None),
+                m.c.deleted_at < deleted_before,
+            )
+            .order_by(m.c.id)
+            .limit(limit)
+            .with_for_update(of=m)
+        ).all()
+        for manifest_id, _, _, _ in rows:
+            self._remove_manifest(conn, registry_id, manifest_id)
+        repos = select(r.c.id).where(r.c.registry_id == registry_id)
+        conn.execute(
+            delete(t.deleted_tags).where(
+                t.deleted_tags.c.repository_id.in_(repos),
+                t.deleted_tags.c.deleted_at < deleted_before,
+            )
+        )
+        if len(rows) < limit:
+            empty = conn.execute(
+                select(r.c.id).where(
+                    r.c.registry_id == registry_id,
+                    r.c.deleted_at.is_not(None),
+                    r.c.deleted_at < deleted_before,
+                    ~exists(select(literal(1)).where(m.c.repository_id == r.c.id)),
+                )
+            ).scalars()
+            for repo_id in list(empty):
+                self._remove_repository(conn, registry_id, repo_id)
+        return [PurgedManifest(name, digest, int(size)) for _, name, digest, size in rows]
 
 
 __all__ = [

@@ -50,7 +50,7 @@ from hamn.metadata.store import MetadataStore
 from hamn.oci.digest import is_digest, parse_digest
 from hamn.oci.manifest import INDEX_TYPES, ParsedManifest, parse_manifest
 from hamn.oci.names import validate_tag
-from hamn.services.registry import Target, delete_guard
+from hamn.services.registry import Target, delete_guard, soft_deletes
 from hamn.storage.base import BlobDriver, StorageError
 
 #: Entries per page when the request has no ``n`` (the page size the Azure CLI asks for).
@@ -357,7 +357,10 @@ class AcrMetadataService:
         unless it or anything in it is locked."""
         guard = delete_guard(target.registry, f"cannot delete repository {target.repository!r}")
         deleted = await self.store.delete_repository(
-            target.registry.id, target.repository, guard=guard
+            target.registry.id,
+            target.repository,
+            guard=guard,
+            soft=await soft_deletes(self.store, target.registry),
         )
         if deleted is None:
             raise self._name_unknown(target)
@@ -426,7 +429,8 @@ class AcrMetadataService:
         name = validate_tag(name)
         repo = target.repository
         guard = delete_guard(target.registry, f"cannot delete tag {repo + ':' + name!r}")
-        if not await self.store.delete_tag(target.registry.id, repo, name, guard=guard):
+        soft = await soft_deletes(self.store, target.registry)
+        if not await self.store.delete_tag(target.registry.id, repo, name, guard=guard, soft=soft):
             raise await self._tag_unknown(target, name)
 
     @staticmethod
@@ -486,8 +490,14 @@ class AcrMetadataService:
         digest = str(parse_digest(digest))
         repo = target.repository
         guard = delete_guard(target.registry, f"cannot delete manifest {repo + '@' + digest!r}")
-        if not await self.store.delete_manifest(target.registry.id, repo, digest, guard=guard):
+        soft = await soft_deletes(self.store, target.registry)
+        reg = target.registry.id
+        if not await self.store.delete_manifest(reg, repo, digest, guard=guard, soft=soft):
             raise await self._manifest_unknown(target, digest)
+
+    async def describe(self, infos: list[ManifestInfo]) -> list[Manifest]:
+        """Manifests as the listings show them (sizes, platforms), e.g. deleted ones."""
+        return await self._describe(infos)
 
     async def _describe(self, infos: list[ManifestInfo]) -> list[Manifest]:
         summaries = [self._summary(info) for info in infos]

@@ -35,6 +35,12 @@ then a collection first deletes, through the store's ``delete_manifest`` (usage
 stays exact), the untagged manifests nothing needs that lost their last tag after
 the policy was enabled and more than its ``days`` ago; locked ones are kept.
 
+Soft-deleted content (:mod:`hamn.services.recycle_bin`) is purged first: manifests
+in the recycle bin for longer than their registry's ``retentionDays`` go through the
+hard delete (usage then drops, and their blobs become garbage for the later phases
+of the same collection), with expired deleted tags and soft-deleted repositories
+left empty.
+
 Work goes in bounded batches (one short transaction each), so a large registry
 never holds the database's writer for long. Only one collection runs at a time
 per data directory: a file lock (``lock_path``) that ``hamn gc`` and every
@@ -52,13 +58,15 @@ import os
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from hamn.metadata.audit import MetadataAudit
 from hamn.metadata.garbage import BlobLink, GarbageBlob, GarbageStore, UntaggedManifest
 from hamn.metadata.models import AffectedContent
 from hamn.metadata.store import MetadataStore
 from hamn.services.retention import retention_policy
+from hamn.services.soft_delete_policy import KEY as SOFT_DELETE_KEY
+from hamn.services.soft_delete_policy import soft_delete_policy
 from hamn.storage.base import BlobDriver, StorageError, StoredFile
 
 log = logging.getLogger("hamn.gc")
@@ -109,6 +117,9 @@ class GcReport:
     orphan_upload_files: Removed = field(default_factory=Removed)
     #: Untagged manifests a retention policy deleted (bytes: their manifests' sizes).
     untagged_manifests: Removed = field(default_factory=Removed)
+    #: Soft-deleted manifests purged from the recycle bin (bytes: their manifests' sizes;
+    #: a dry run does not look for them).
+    purged_manifests: Removed = field(default_factory=Removed)
     #: Garbage left because something used it meanwhile (a request held it, it changed).
     in_use: int = 0
 
@@ -188,6 +199,7 @@ class GarbageCollector:
             dry_run, self.grace, self.upload_timeout, datetime.fromtimestamp(started, UTC)
         )
         cutoff = started - self.grace
+        await self._purge_deleted(report, _utc(started))
         await self._retention(report, _utc(started))
         await self._links(report, _utc(cutoff))
         await self._blob_rows(report, _utc(cutoff))
@@ -196,10 +208,12 @@ class GarbageCollector:
         await self._orphan_upload_files(report, cutoff)
         report.seconds = time.time() - started
         log.info(
-            "garbage collection %s: %d untagged manifests (retention), %d links, %d blobs, "
+            "garbage collection %s: %d soft-deleted manifests purged, "
+            "%d untagged manifests (retention), %d links, %d blobs, "
             "%d blob files without a row, %d abandoned uploads, %d upload files without a "
             "session; %d bytes%s",
             "found (dry run)" if dry_run else "removed",
+            report.purged_manifests.count,
             report.untagged_manifests.count,
             report.links.count,
             report.blobs.count,
@@ -234,6 +248,22 @@ class GarbageCollector:
                 log.exception("garbage collection failed; trying again in %.0f s", tick)
 
     # -- the phases ---------------------------------------------------------------
+    async def _purge_deleted(self, report: GcReport, now: datetime) -> None:
+        """Purge what every registry's recycle bin has kept longer than its policy's
+        ``retentionDays`` (see :mod:`hamn.services.recycle_bin`)."""
+        if report.dry_run:
+            return
+        for registry in await self.garbage.registry_policies():
+            if SOFT_DELETE_KEY not in registry.policies:
+                continue  # never set: nothing was ever soft-deleted
+            days = soft_delete_policy(registry.policies).retention_days
+            before = now - timedelta(days=days)
+            while purged := await self.garbage.store.purge_deleted(registry.id, before, self.batch):
+                for manifest in purged:
+                    name = f"{registry.name}/{manifest.repository}@{manifest.digest}"
+                    report.purged_manifests.add(name, manifest.size)
+                await asyncio.sleep(0)
+
     async def _retention(self, report: GcReport, now: datetime) -> None:
         """Apply every enabled retention policy (see :mod:`hamn.services.retention`)."""
         for registry in await self.garbage.registry_policies():

@@ -51,6 +51,7 @@ from hamn.oci.digest import digest_bytes, is_digest, parse_digest
 from hamn.oci.manifest import OCI_INDEX, Descriptor, parse_manifest
 from hamn.oci.names import is_valid_registry_name, validate_repository_name, validate_tag
 from hamn.services.quota import Quotas, quota_error, quota_for
+from hamn.services.soft_delete_policy import soft_delete_policy
 from hamn.storage.base import BlobDriver
 
 #: The most entries one page of tags or catalog returns, whatever ``n`` asks.
@@ -242,6 +243,12 @@ def delete_guard(registry: Registry, refused: str) -> Guard:
             raise locked_error(registry, refused, locks)
 
     return guard
+
+
+async def soft_deletes(store: MetadataStore, registry: Registry) -> bool:
+    """Whether the registry's soft-delete policy is on: deletes go to the recycle bin
+    (:mod:`hamn.services.recycle_bin`). Read per delete, so a change applies at once."""
+    return soft_delete_policy(await store.registry_policies(registry.id)).enabled
 
 
 def _page(entries: list[str], n: int | None) -> Page:
@@ -469,11 +476,13 @@ class RegistryService:
             guard = delete_guard(
                 target.registry, f"cannot delete manifest {_digest_ref(repo, digest)!r}"
             )
-            deleted = await self.store.delete_manifest(reg, repo, digest, guard=guard)
+            soft = await soft_deletes(self.store, target.registry)
+            deleted = await self.store.delete_manifest(reg, repo, digest, guard=guard, soft=soft)
         else:
             tag = validate_tag(reference)
             guard = delete_guard(target.registry, f"cannot delete tag {_tag_ref(repo, tag)!r}")
-            deleted = await self.store.delete_tag(reg, repo, tag, guard=guard)
+            soft = await soft_deletes(self.store, target.registry)
+            deleted = await self.store.delete_tag(reg, repo, tag, guard=guard, soft=soft)
         if not deleted:
             raise self._manifest_unknown(reference)
 
