@@ -399,8 +399,10 @@ class RegistryClient:
         *,
         top: int | None = None,
         params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> list[Any]:
-        """Every entry of ``key`` across pages (at most ``top``), following ``Link``."""
+        """Every entry of ``key`` across pages (at most ``top``), following ``Link``;
+        ``headers`` go with every page."""
         items: list[Any] = []
         query: dict[str, str | int] = {**(params or {})}
         remaining = top
@@ -412,7 +414,7 @@ class RegistryClient:
                 query["n"] = min(PAGE_SIZE, remaining)
             else:
                 query.setdefault("n", PAGE_SIZE)
-            response = self.request("GET", path, params=query)
+            response = self.request("GET", path, params=query, headers=headers)
             body = self._json(response)
             page = body.get(key) if isinstance(body, dict) else None
             if page is None:

@@ -101,20 +101,54 @@ def test_bad_policy_arguments(
 
 
 # -- repository list-deleted -------------------------------------------------------------------
-def test_repository_list_deleted(mock_server: MockServer, run_hamn: Run) -> None:
-    mock_server.on("GET", f"{DELETED}/_catalog", 200, {"repositories": ["app", "base/img"]})
+CATALOG = "/acr/v1/_deleted/_catalog"
+REGISTRY_PATH = "/api/registries/myRegistry"
+LOGIN_SERVER = {"name": "myRegistry", "loginServer": "myregistry.hamn.test"}
+
+
+def test_repository_list_deleted_routes_by_login_server(
+    mock_server: MockServer, run_hamn: Run
+) -> None:
+    # The catalog has no repository to name the registry: the login server does (Host).
+    mock_server.on("GET", REGISTRY_PATH, 200, LOGIN_SERVER)
+    mock_server.on("GET", CATALOG, 200, {"repositories": ["app", "base/img"]})
     result = run_hamn("repository", "list-deleted", "-n", "myRegistry")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout) == ["app", "base/img"]
     assert [(s.method, s.path, s.params) for s in mock_server.sent] == [
-        ("GET", f"{DELETED}/_catalog", {"n": "100"})
+        ("GET", REGISTRY_PATH, {}),
+        ("GET", CATALOG, {"n": "100"}),
     ]
+    assert mock_server.sent[1].headers["host"] == "myregistry.hamn.test:5000"
+
+
+def test_repository_list_deleted_on_the_login_server_asks_directly(
+    mock_server: MockServer, run_hamn: Run
+) -> None:
+    mock_server.on("GET", CATALOG, 200, {"repositories": ["app"]})
+    result = run_hamn(
+        "repository", "list-deleted", "-n", "myRegistry", "--top", "1",
+        env={"HAMN_SERVER": "http://myregistry.hamn.test:5000"},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert [(s.path, s.params) for s in mock_server.sent] == [(CATALOG, {"n": "1"})]
+    assert mock_server.sent[0].headers["host"] == "myregistry.hamn.test:5000"
+
+
+def test_repository_list_deleted_of_an_unknown_registry(
+    mock_server: MockServer, run_hamn: Run
+) -> None:
+    mock_server.fail("GET", "/api/registries/nosuchreg", 404, "NOT_FOUND", "no")
+    result = run_hamn("repository", "list-deleted", "-n", "nosuchreg")
+    assert_error(result, "Registry 'nosuchreg' was not found", "login server")
+    assert [s.path for s in mock_server.sent] == ["/api/registries/nosuchreg"]
 
 
 def test_empty_lists_warn_when_soft_delete_is_disabled(
     mock_server: MockServer, run_hamn: Run
 ) -> None:
-    mock_server.on("GET", f"{DELETED}/_catalog", 200, {"repositories": []})
+    mock_server.on("GET", REGISTRY_PATH, 200, LOGIN_SERVER)
+    mock_server.on("GET", CATALOG, 200, {"repositories": []})
     mock_server.on("GET", POLICY_PATH, 200, DISABLED)
     result = run_hamn("repository", "list-deleted", "-n", "myRegistry")
     assert result.exit_code == 0, result.stderr
@@ -122,7 +156,8 @@ def test_empty_lists_warn_when_soft_delete_is_disabled(
     assert "Soft delete is not enabled in registry 'myRegistry'" in result.stderr
     assert "hamn config soft-delete update -r myRegistry --status enabled" in result.stderr
     assert [r[:2] for r in mock_server.requests()] == [
-        ("GET", f"{DELETED}/_catalog"),
+        ("GET", REGISTRY_PATH),
+        ("GET", CATALOG),
         ("GET", POLICY_PATH),
     ]
 
@@ -142,7 +177,8 @@ def test_no_warning_when_enabled_or_the_policy_is_hidden(
 
 
 def test_a_server_without_soft_delete_says_so(mock_server: MockServer, run_hamn: Run) -> None:
-    mock_server.fail("GET", f"{DELETED}/_catalog", 405, "UNSUPPORTED", "not supported yet")
+    mock_server.on("GET", REGISTRY_PATH, 200, LOGIN_SERVER)
+    mock_server.fail("GET", CATALOG, 405, "UNSUPPORTED", "not supported yet")
     result = run_hamn("repository", "list-deleted", "-n", "myRegistry")
     assert_error(result, "This server does not support soft delete")
 

@@ -7,7 +7,7 @@ server's full entries), ``show`` gives the repository, tag or manifest object,
 ``untag`` print nothing; ``update`` sends ACR's ``PATCH`` of the changeable
 attributes (``deleteEnabled``, ``writeEnabled``, ``listEnabled``, ``readEnabled``);
 ``list-deleted`` gives the names of repositories with soft-deleted content
-(``/acr/v1/_deleted/_catalog``).
+(``/acr/v1/_deleted/_catalog``, routed to the registry by its login server).
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from typing import Any
 from urllib.parse import quote
 
 import click
+import httpx
 
 from hamn.cli.client import RegistryClient, RegistryError
-from hamn.cli.commands.api import BOOLEAN, call
+from hamn.cli.commands.api import BOOLEAN, call, registry_not_found, registry_path
 from hamn.cli.context import (
     HamnGroup,
     Invocation,
@@ -125,13 +126,40 @@ def _tag_digest(client: RegistryClient, registry: str, image: Image) -> str:
     return str(digest)
 
 
-def deleted_path(client: RegistryClient, *parts: str) -> str:
-    """``/acr/v1/_deleted/[<registry>/]<parts...>``: soft-deleted content. The registry
-    segment is there unless the server URL is the registry's login server, as for
-    ``/v2/<registry>/...`` (``_catalog`` is never a repository name, so it cannot clash)."""
+def deleted_path(client: RegistryClient, repo: str, *parts: str) -> str:
+    """``/acr/v1/_deleted/[<registry>/]<repo>/<parts...>``: a repository's soft-deleted
+    content. The registry segment is there unless the server URL is the registry's login
+    server, as for ``/v2/<registry>/...``."""
     segments = [] if client.host_routed else [quote(client.registry, safe="")]
-    segments.extend(quote(part, safe="/:") for part in parts)
+    segments.append(quote(repo, safe="/"))
+    segments.extend(quote(part, safe=":") for part in parts)
     return "/acr/v1/_deleted/" + "/".join(segments)
+
+
+def deleted_catalog(client: RegistryClient, registry: str, top: int | None) -> list[str]:
+    """The repositories holding deleted content: ``GET /acr/v1/_deleted/_catalog``.
+
+    Like ``/acr/v1/_catalog``, it has no repository to carry the registry's name, so the
+    server routes it by host. Unless the server URL already is the registry's login
+    server, the request goes to the same server with ``Host:`` the login server, which
+    the management API gives (READ on the registry).
+    """
+    headers: dict[str, str] = {}
+    if not client.host_routed:
+        with server_errors(
+            not_found=f"{registry_not_found(registry)}; or run the command with --server "
+            f"set to the registry's login server"
+        ):
+            info = client.get_json(registry_path(registry))
+        login_server = info.get("loginServer") if isinstance(info, dict) else None
+        if not isinstance(login_server, str) or not login_server:
+            raise CLIError(f"The server did not give the login server of registry '{registry}'.")
+        port = httpx.URL(client.server).port
+        headers["Host"] = login_server if port is None else f"{login_server}:{port}"
+    names: list[str] = client.list_all(
+        "/acr/v1/_deleted/_catalog", "repositories", top=top, headers=headers
+    )
+    return names
 
 
 def enable_soft_delete_hint(registry: str) -> str:
@@ -206,9 +234,7 @@ def list_deleted(inv: Invocation, registry: str, top: int | None) -> list[str]:
     with deleted_errors(
         registry, f"Registry '{registry}' was not found on {client.server}.", inv, client
     ):
-        names: list[str] = client.list_all(
-            deleted_path(client, "_catalog"), "repositories", top=top
-        )
+        names = deleted_catalog(client, registry, top)
     if not names:
         warn_if_soft_delete_disabled(inv, client, registry)
     return names
