@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     #: ``gc_grace`` (clients upload layers before the manifest that names them), and
     #: blobs nothing links or references go with it.
     gc_grace: float = Field(3600.0, ge=0)
+    #: Collections also delete untagged manifests nothing needs, once untagged for
+    #: ``gc_grace`` (Distribution's ``--delete-untagged``). Off: ACR keeps them; a
+    #: registry's retention policy deletes them per registry.
+    gc_delete_untagged: bool = False
     #: How often ``hamn serve`` collects garbage (one process at a time); 0: never.
     gc_interval: float = Field(3600.0, ge=0)
     #: Upload sessions not written to for this long are abandoned and removed.

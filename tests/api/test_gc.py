@@ -124,3 +124,52 @@ def test_server_collects_and_cleans_abandoned_uploads(start_server: Any) -> None
         for data in (image.config, *image.layers):
             expect_status(client.get(f"/v2/app/blobs/{digest_of(data)}"), 200)
     assert (reg.data_dir / "run" / "gc.lock").exists()
+
+
+def test_delete_untagged_removes_untagged_images_nothing_needs(start_server: Any) -> None:
+    """``hamn gc --delete-untagged`` (Distribution's option; off by default, as ACR keeps
+    untagged images): an image pushed by digest goes; tagged images and an index's
+    untagged children stay."""
+    reg = start_server(env={"HAMN_GC_INTERVAL": "0"})
+    with connect(reg) as client:
+        tagged = push_image(client, "keep", "v1")
+        loose = push_image(client, "loose", None)  # by digest: untagged
+        child = push_image(client, "multi", None)
+        index = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": child.digest,
+                    "size": len(child.manifest),
+                }
+            ],
+        }
+        body = json.dumps(index).encode()
+        expect_status(
+            client.put(
+                "/v2/multi/manifests/latest",
+                content=body,
+                headers={"Content-Type": "application/vnd.oci.image.index.v1+json"},
+            ),
+            201,
+        )
+        before = usage(client)
+
+        # Without the option, nothing untagged goes (ACR's behaviour).
+        plain = json.loads(hamn_gc(reg.data_dir, "--grace", "0").stdout)
+        assert plain["removed"]["untaggedManifests"] == 0
+        expect_status(client.get(f"/v2/loose/manifests/{loose.digest}"), 200)
+
+        done = hamn_gc(reg.data_dir, "--grace", "0", "--delete-untagged")
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert report["untaggedManifests"] == [f"local/loose@{loose.digest}"], report
+        assert client.get(f"/v2/loose/manifests/{loose.digest}").status_code == 404
+        expect_status(client.get("/v2/keep/manifests/v1"), 200)
+        expect_status(client.get(f"/v2/multi/manifests/{child.digest}"), 200)
+        assert usage(client) == before - len(loose.config) - sum(map(len, loose.layers))
+        for data in (loose.config, *loose.layers):
+            assert client.head(f"/v2/loose/blobs/{digest_of(data)}").status_code == 404
+        assert tagged.digest

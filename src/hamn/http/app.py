@@ -87,6 +87,7 @@ def garbage_collector(
         lock_path=str(settings.data_dir.absolute() / "run" / "gc.lock"),
         grace=settings.gc_grace,
         upload_timeout=settings.upload_timeout,
+        delete_untagged=settings.gc_delete_untagged,
     )
 
 

@@ -361,18 +361,23 @@ class GarbageStore:
         )
 
     # -- registries' policies -------------------------------------------------------------
-    async def registry_policies(self) -> list[RegistryPolicies]:
-        """Every registry with a ``policies`` object, by id (for the retention policy)."""
+    async def registry_policies(self, *, every: bool = False) -> list[RegistryPolicies]:
+        """Every registry with a ``policies`` object, by id (for the retention policy);
+        with ``every``, registries without one too (their policies empty)."""
         g = t.registries
-        q = select(g.c.id, g.c.name, g.c.policies).where(g.c.policies.is_not(None)).order_by(g.c.id)
+        q = select(g.c.id, g.c.name, g.c.policies).order_by(g.c.id)
+        if not every:
+            q = q.where(g.c.policies.is_not(None))
 
         def op(conn: Connection) -> list[RegistryPolicies]:
             found = []
             for registry_id, name, text in conn.execute(q):
                 try:
-                    policies = orjson.loads(text)
+                    policies = orjson.loads(text) if text is not None else {}
                 except orjson.JSONDecodeError:
-                    continue  # not written by hamn; the management API shows defaults too
+                    if not every:
+                        continue  # not written by hamn; the management API shows defaults
+                    policies = {}
                 if isinstance(policies, dict):
                     found.append(RegistryPolicies(int(registry_id), name, policies))
             return found

@@ -170,7 +170,13 @@ class GarbageCollector:
         grace: float = DEFAULT_GRACE,
         upload_timeout: float = DEFAULT_UPLOAD_TIMEOUT,
         batch: int = BATCH,
+        delete_untagged: bool = False,
     ) -> None:
+        #: Also delete every untagged manifest nothing needs once it has been untagged
+        #: for ``grace`` (Distribution's ``garbage-collect --delete-untagged``), whatever
+        #: the registries' retention policies say. Off by default: ACR keeps untagged
+        #: manifests, which are images pushed or kept by digest.
+        self.delete_untagged = delete_untagged
         self.garbage = GarbageStore(store)
         self.audit = MetadataAudit(store)
         self.blobs = blobs
@@ -200,7 +206,7 @@ class GarbageCollector:
         )
         cutoff = started - self.grace
         await self._purge_deleted(report, _utc(started))
-        await self._retention(report, _utc(started))
+        await self._retention(report, _utc(started), untagged_before=_utc(cutoff))
         await self._links(report, _utc(cutoff))
         await self._blob_rows(report, _utc(cutoff))
         await self._orphan_blob_files(report, cutoff)
@@ -264,10 +270,16 @@ class GarbageCollector:
                     report.purged_manifests.add(name, manifest.size)
                 await asyncio.sleep(0)
 
-    async def _retention(self, report: GcReport, now: datetime) -> None:
-        """Apply every enabled retention policy (see :mod:`hamn.services.retention`)."""
-        for registry in await self.garbage.registry_policies():
+    async def _retention(
+        self, report: GcReport, now: datetime, *, untagged_before: datetime
+    ) -> None:
+        """Apply every enabled retention policy (see :mod:`hamn.services.retention`); with
+        ``delete_untagged``, delete everything untagged before ``untagged_before`` (the
+        grace period protects an index's children, untagged until the index lands)."""
+        for registry in await self.garbage.registry_policies(every=self.delete_untagged):
             window = retention_policy(registry.policies).window(now)
+            if self.delete_untagged:
+                window = (_EPOCH, untagged_before)
             if window is None:
                 continue
             after = 0
@@ -430,6 +442,9 @@ def _untagged_and_unlocked(found: AffectedContent) -> None:
     attributes = [found.attributes, *(a for _, a in found.manifests)]
     if any(not (a.delete_enabled and a.write_enabled) for a in attributes):
         raise _Kept(locked=True)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _utc(seconds: float) -> datetime:

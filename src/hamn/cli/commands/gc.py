@@ -85,13 +85,19 @@ def report_json(report: GcReport) -> dict[str, Any]:
 
 
 async def _collect(
-    settings: Settings, *, dry_run: bool, grace: float, upload_timeout: float
+    settings: Settings,
+    *,
+    dry_run: bool,
+    grace: float,
+    upload_timeout: float,
+    delete_untagged: bool,
 ) -> GcReport:
     from hamn.http.app import deployment_stores, garbage_collector
 
     with deployment_stores(settings) as (store, driver):
         collector = garbage_collector(settings, store, driver)
         collector.grace, collector.upload_timeout = grace, upload_timeout
+        collector.delete_untagged = collector.delete_untagged or delete_untagged
         return await collector.collect(dry_run=dry_run)
 
 
@@ -112,6 +118,13 @@ async def _collect(
     type=Duration(),
     help="Upload sessions idle this long are removed (default: the upload_timeout setting, 24h).",
 )
+@click.option(
+    "--delete-untagged",
+    is_flag=True,
+    help="Also delete untagged manifests nothing needs (no tag, in no index, not a "
+    "referrer of a kept manifest, not locked) once untagged for --grace; default: the "
+    "gc_delete_untagged setting, off, as ACR keeps them.",
+)
 def gc(
     invocation: Invocation,
     config_file: str | None,
@@ -119,6 +132,7 @@ def gc(
     dry_run: bool,
     grace: float | None,
     upload_timeout: float | None,
+    delete_untagged: bool,
 ) -> dict[str, Any]:
     """Remove blobs no image uses and abandoned uploads, beside a running server.
 
@@ -142,6 +156,7 @@ def gc(
                 upload_timeout=settings.upload_timeout
                 if upload_timeout is None
                 else upload_timeout,
+                delete_untagged=delete_untagged,
             )
         )
     except CollectionRunning as exc:
