@@ -1077,3 +1077,32 @@ def test_migration_0005_counts_what_exists(store: MetadataStore, reg: int, engin
     put(store, reg, "app", "three", blobs=(a,))
     assert run(store.delete_manifest(reg, "app", digest_bytes(manifest_body("one"))))
     assert run(store.registry_size(reg)) == size_of("layer-a", "shared")
+
+
+# -- an unreachable database -------------------------------------------------------------------
+
+
+def test_an_unreachable_database_is_unavailable_not_a_bug(unused_tcp_port: int) -> None:
+    """A PostgreSQL that refuses connections (down, restarting) raises MetadataUnavailable,
+    which the HTTP edge answers with a retryable 503, for reads and writes alike."""
+    from hamn.metadata.store import MetadataUnavailable
+
+    eng = create_metadata_engine(f"postgresql+psycopg://hamn@127.0.0.1:{unused_tcp_port}/hamn")
+    store = MetadataStore(eng, threads=2)
+    try:
+        with pytest.raises(MetadataUnavailable):
+            run(store.get_registry("anything"))
+        with pytest.raises(MetadataUnavailable):
+            run(store.ensure_registry("anything"))
+    finally:
+        store.close()
+        eng.dispose()
+
+
+@pytest.fixture
+def unused_tcp_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

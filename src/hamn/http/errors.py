@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hamn.errors import UNAVAILABLE, UNKNOWN, HamnError
+from hamn.metadata.store import MetadataUnavailable
 from hamn.storage.base import StorageError
 
 log = logging.getLogger("hamn.http")
@@ -38,6 +39,12 @@ def to_hamn_error(exc: BaseException) -> HamnError:
     """Map any exception onto a protocol error (the one place this happens)."""
     if isinstance(exc, HamnError):
         return exc
+    if isinstance(exc, MetadataUnavailable):
+        return HamnError(
+            UNAVAILABLE,
+            "the metadata database is not answering; retry",
+            headers={"Retry-After": "2"},
+        )
     if isinstance(exc, StorageError):
         return HamnError(
             UNAVAILABLE, "blob storage is not answering; retry", headers={"Retry-After": "2"}

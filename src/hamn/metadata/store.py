@@ -44,7 +44,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from hamn.metadata import schema as t
@@ -84,6 +84,26 @@ class MissingReferences(Exception):
         super().__init__(f"missing blobs {list(blobs)} and manifests {list(manifests)}")
         self.blobs = list(blobs)
         self.manifests = list(manifests)
+
+
+class MetadataUnavailable(Exception):
+    """The database cannot be reached or is busy (a PostgreSQL restart, a lost
+    connection, SQLite's lock held too long): the request may be retried. Raised in
+    place of the driver's exception, so callers never learn SQLAlchemy's."""
+
+
+def _unavailable(exc: DBAPIError, dialect: str) -> bool:
+    """Whether ``exc`` means "the database is not answering now" rather than a bug."""
+    if exc.connection_invalidated or isinstance(exc, InterfaceError):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    if dialect != "sqlite":
+        return True  # connection refused, server shutting down, admin shutdown...
+    # On SQLite an OperationalError is also "no such table": only lock and I/O trouble
+    # is the database being unavailable.
+    text = str(exc.orig).lower()
+    return "locked" in text or "busy" in text or "disk i/o" in text
 
 
 class UploadConflict(Exception):
@@ -493,11 +513,24 @@ class MetadataStore:
     async def _read(self, call: Callable[[], R]) -> R:
         """Run a read: inline on SQLite (a local WAL read never blocks and costs less
         than a thread hop), on the thread pool for a networked database."""
-        if self.inline_reads:
-            return call()
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        try:
+            if self.inline_reads:
+                return call()
+            return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        except DBAPIError as exc:
+            if _unavailable(exc, self.dialect):
+                raise MetadataUnavailable(type(exc.orig).__name__) from exc
+            raise
 
     async def _submit_write(self, op: Callable[[Connection], R]) -> R:
+        try:
+            return await self._submit_write_unchecked(op)
+        except DBAPIError as exc:
+            if _unavailable(exc, self.dialect):
+                raise MetadataUnavailable(type(exc.orig).__name__) from exc
+            raise
+
+    async def _submit_write_unchecked(self, op: Callable[[Connection], R]) -> R:
         if self.dialect != "sqlite":
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._pool, self._write_alone, op)
@@ -1861,6 +1894,7 @@ class MetadataStore:
 __all__ = [
     "IntegrityError",
     "MetadataStore",
+    "MetadataUnavailable",
     "MissingReferences",
     "QuotaExceeded",
     "UploadConflict",

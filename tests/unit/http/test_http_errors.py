@@ -35,6 +35,16 @@ def test_a_storage_outage_is_a_retryable_503() -> None:
     assert "disk gone" not in r.text
 
 
+def test_a_database_outage_is_a_retryable_503() -> None:
+    from hamn.metadata.store import MetadataUnavailable
+
+    r = _app(MetadataUnavailable("OperationalError")).get("/x")
+    assert r.status_code == 503
+    assert r.headers["Retry-After"] == "2"
+    entry = orjson.loads(r.content)["errors"][0]
+    assert entry["code"] == "UNAVAILABLE" and "database" in entry["message"]
+
+
 def test_an_unexpected_failure_is_a_500_that_reveals_nothing() -> None:
     r = _app(RuntimeError("secret internals")).get("/x")
     assert r.status_code == 500
