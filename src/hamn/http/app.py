@@ -94,7 +94,7 @@ def garbage_collector(
 @contextlib.contextmanager
 def deployment_stores(settings: Settings) -> Iterator[tuple[MetadataStore, BlobDriver]]:
     """The metadata store and blob driver of the deployment ``settings`` describe,
-    for commands that work on them beside a running server (``hamn gc``); closed
+    for commands that work on them beside a running server (``hamn gc``, ``hamn fsck``); closed
     afterwards. No migration: they use the schema the server made."""
     engine = create_metadata_engine(
         settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous

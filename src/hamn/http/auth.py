@@ -457,8 +457,8 @@ class RequestAuth:
         return mine
 
     async def _refresh(self, identity: Identity, service: str, version: int) -> IssuedToken:
-        if identity.kind is IdentityKind.ANONYMOUS:
-            raise HamnError(UNAUTHORIZED, "refresh tokens are for authenticated identities")
+        # Callers hold an authenticated identity: _grant demands credentials, and the
+        # token endpoint asks for one only for a signed-in caller.
         return await self.auth.issue(
             identity, tokens.GrantType.REFRESH, audience=service, registry="*", version=version
         )

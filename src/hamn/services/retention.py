@@ -48,7 +48,13 @@ class RetentionPolicy:
         return self.enabled_at, now - timedelta(days=self.days)
 
 
-def _time(value: Any) -> datetime | None:
+def stored_status(value: Any) -> str:
+    """A stored policy's ``status``: ``enabled`` or ``disabled`` (anything odd)."""
+    return value if value in ("enabled", "disabled") else "disabled"
+
+
+def stored_time(value: Any) -> datetime | None:
+    """A stored policy's timestamp, or None when missing, odd or without a zone."""
     if not isinstance(value, str):
         return None
     try:
@@ -66,12 +72,12 @@ def retention_policy(policies: Mapping[str, Any] | None) -> RetentionPolicy:
     status = stored.get("status")
     days = stored.get("days")
     return RetentionPolicy(
-        status=status if status in ("enabled", "disabled") else "disabled",
+        status=stored_status(status),
         days=days
         if isinstance(days, int) and not isinstance(days, bool) and 0 <= days <= MAX_DAYS
         else DEFAULT_DAYS,
-        last_updated=_time(stored.get("lastUpdatedTime")),
-        enabled_at=_time(stored.get("enabledTime")),
+        last_updated=stored_time(stored.get("lastUpdatedTime")),
+        enabled_at=stored_time(stored.get("enabledTime")),
     )
 
 

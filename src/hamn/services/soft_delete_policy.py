@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, TypeGuard
 
-from hamn.services.retention import retention_policy
+from hamn.services.retention import retention_policy, stored_status, stored_time
 
 #: The key of the policy in a registry's ``policies`` object.
 KEY: Final = "softDeletePolicy"
@@ -46,16 +46,6 @@ class SoftDeletePolicy:
         return self.status == "enabled"
 
 
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
-
-
 def valid_days(days: Any) -> TypeGuard[int]:
     """Whether ``days`` is an allowed ``retentionDays`` (an int, 1 to 90)."""
     return isinstance(days, int) and not isinstance(days, bool) and MIN_DAYS <= days <= MAX_DAYS
@@ -69,9 +59,9 @@ def soft_delete_policy(policies: Mapping[str, Any] | None) -> SoftDeletePolicy:
     status = stored.get("status")
     days = stored.get("retentionDays")
     return SoftDeletePolicy(
-        status=status if status in ("enabled", "disabled") else "disabled",
+        status=stored_status(status),
         retention_days=days if valid_days(days) else DEFAULT_DAYS,
-        last_updated=_time(stored.get("lastUpdatedTime")),
+        last_updated=stored_time(stored.get("lastUpdatedTime")),
     )
 
 

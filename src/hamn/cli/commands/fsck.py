@@ -169,25 +169,14 @@ def _check_deployment_exists(settings: Settings) -> None:
 async def _check(
     settings: Settings, *, repair: bool, grace: float, abandoned_after: float
 ) -> FsckReport:
-    from hamn.metadata.store import MetadataStore, create_metadata_engine
+    from hamn.http.app import deployment_stores
     from hamn.services.fsck import FsckService
-    from hamn.storage import create_driver
 
     # No migration: fsck reads the schema the server made, and writes only with --repair.
-    engine = create_metadata_engine(
-        settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
-    )
-    store = MetadataStore(engine, threads=1)
-    driver = create_driver(
-        settings.storage_driver, root=settings.resolved_storage_root, fsync=settings.fsync
-    )
-    try:
+    with deployment_stores(settings) as (store, driver):
         return await FsckService(store, driver).check(
             repair=repair, grace=grace, abandoned_after=abandoned_after
         )
-    finally:
-        store.close()
-        driver.close()
 
 
 @command(fsck_commands, "fsck", server=False, table=_table)
