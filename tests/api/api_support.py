@@ -64,6 +64,12 @@ def authorization_line(reg: Any) -> str:
 # ----------------------------------------------------------------------- naming
 
 
+def token_claims(token: str) -> dict[str, Any]:
+    """A JWT's claims, read without checking the signature (what a test looks at)."""
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "==")))
+
+
 def unique_repo(prefix: str = "t") -> str:
     """A repository name no other test uses (tests share one server per worker)."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
@@ -503,11 +509,12 @@ def kill9(process: Any) -> None:
             os.kill(pid, signal.SIGKILL)
     process.wait(timeout=10)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_alive(p) for p in pids[1:]):
+    while time.monotonic() < deadline and any(alive(p) for p in pids[1:]):
         time.sleep(0.02)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (from /proc)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:

@@ -9,15 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_support import child_pids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+from api_support import alive, child_pids
 
 
 @pytest.mark.skipif(not os.path.exists("/proc"), reason="reads /proc (Linux)")
@@ -33,6 +25,6 @@ def test_workers_die_with_a_killed_server(tmp_path: Path, pytestconfig: pytest.C
     os.kill(reg.process.pid, signal.SIGKILL)
     reg.process.wait(timeout=10)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_alive(p) for p in workers):
+    while time.monotonic() < deadline and any(alive(p) for p in workers):
         time.sleep(0.05)
-    assert not [p for p in workers if _alive(p)], "workers outlived the killed server"
+    assert not [p for p in workers if alive(p)], "workers outlived the killed server"
