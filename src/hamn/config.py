@@ -60,9 +60,35 @@ class Settings(BaseSettings):
     default_registry: str | None = "local"
     #: SQLAlchemy URL; empty means SQLite in the data directory.
     database_url: str = ""
-    storage_driver: Literal["filesystem"] = "filesystem"
+    #: Where blob bytes live: a local directory, Azure Blob Storage or S3-compatible
+    #: object storage (SPEC §6.1). Several servers share the object stores.
+    storage_driver: Literal["filesystem", "azure", "s3"] = "filesystem"
     #: Root of the filesystem driver; empty means ``<data_dir>/storage``.
     storage_root: str = ""
+    #: Object-storage drivers keep every key under this prefix of the container or
+    #: bucket (several deployments may share one).
+    storage_prefix: str = ""
+    #: Azure Blob Storage: a connection string (``DefaultEndpointsProtocol=...;
+    #: AccountName=...;AccountKey=...;BlobEndpoint=...``) and the container, made on
+    #: first start when missing.
+    azure_connection_string: str = Field("", repr=False)
+    azure_container: str = "hamn"
+    #: S3-compatible storage: the endpoint (empty: AWS), region, bucket (made on first
+    #: start when missing) and the access key pair.
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+    s3_bucket: str = ""
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = Field("", repr=False)
+    #: Object-storage drivers stage each request's upload bytes in this local
+    #: directory before sending them to storage; empty means ``<data_dir>/spool``.
+    spool_dir: str = ""
+    #: Blob GETs answer ``307`` to a signed, expiring URL of the blob in storage (an
+    #: Azure SAS, an S3 presigned URL, or hamn's own signed URL for the filesystem)
+    #: instead of sending the bytes themselves (SPEC §3.6).
+    blob_redirects: bool = False
+    #: How long a redirect's signed URL stays valid.
+    redirect_ttl: float = Field(1200.0, gt=0, le=7 * 86400)
     #: Flush blob data and metadata to disk before acknowledging a push.
     fsync: bool = True
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL"] = "NORMAL"
@@ -114,6 +140,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"TLS file {path} does not exist")
         return self
 
+    @model_validator(mode="after")
+    def _object_storage(self) -> Settings:
+        if self.storage_driver == "azure" and not self.azure_connection_string:
+            raise ValueError("the azure storage driver needs azure_connection_string")
+        if self.storage_driver == "s3" and not self.s3_bucket:
+            raise ValueError("the s3 storage driver needs s3_bucket")
+        return self
+
     @property
     def scheme(self) -> str:
         """``https`` when TLS is configured, else ``http``."""
@@ -131,7 +165,7 @@ class Settings(BaseSettings):
             raise ValueError("storage_quotas: a quota is a positive number of bytes")
         return {**DEFAULT_STORAGE_QUOTAS, **value}
 
-    @field_validator("gc_grace", "gc_interval", "upload_timeout", mode="before")
+    @field_validator("gc_grace", "gc_interval", "upload_timeout", "redirect_ttl", mode="before")
     @classmethod
     def _seconds(cls, value: Any) -> Any:
         return parse_duration(value) if isinstance(value, str) else value
@@ -156,6 +190,11 @@ class Settings(BaseSettings):
     def resolved_storage_root(self) -> str:
         """The filesystem driver's root directory."""
         return self.storage_root or str(self.data_dir.absolute() / "storage")
+
+    @property
+    def resolved_spool_dir(self) -> str:
+        """Where object-storage drivers stage upload bytes."""
+        return self.spool_dir or str(self.data_dir.absolute() / "spool")
 
 
 def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:

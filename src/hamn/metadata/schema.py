@@ -24,6 +24,9 @@ The control plane (``identities.py`` reads and writes these):
 - ``signing_keys``: the keys registry tokens (JWTs) are signed and verified with.
 - ``authz_state``: one row whose ``version`` moves with every change that can alter
   an authentication or authorisation decision, so caches know when to forget.
+
+Coordination between processes (``leases.py``):
+- ``leases``: named, expiring locks every process on the database shares.
 """
 
 from __future__ import annotations
@@ -352,4 +355,15 @@ authz_state = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),  # always 1
     Column("version", BigInteger, nullable=False),
+)
+
+
+# -- coordination -------------------------------------------------------------------------
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", name_column(200), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("expires_at", TS, nullable=False),
 )

@@ -152,6 +152,7 @@ class BlobUploadService:
             # chunk would make a chunked upload quadratic.
             hasher = self._cached_hasher(upload)
             await self._ingest(writer, hasher, body, expected_length)
+            await writer.flush()
             await self._acknowledge(upload, writer.size)
             if hasher is not None:
                 self._remember(upload.id, writer.size, hasher)

@@ -58,6 +58,11 @@ class UploadWriter(Protocol):
         """Drop everything after ``size`` bytes (a chunk that failed part-way)."""
         ...
 
+    async def flush(self) -> None:
+        """Make every byte written so far durable and readable by any process (another
+        server may continue the upload), before its offset is acknowledged."""
+        ...
+
     async def commit(self, digest: str) -> None:
         """Publish the upload as the blob ``digest`` atomically and release the writer."""
         ...
@@ -101,6 +106,12 @@ class BlobDriver(Protocol):
         """Stream ``length`` bytes (all when None) of the blob from ``offset``."""
         ...
 
+    async def signed_url(self, digest: str, expires_in: float) -> str | None:
+        """A URL that serves the blob's bytes without other credentials until
+        ``expires_in`` seconds from now (an Azure SAS, an S3 presigned URL), or None
+        when the backend has none (the filesystem: hamn signs its own)."""
+        ...
+
     def local_path(self, digest: str) -> str | None:
         """A local file path for zero-copy sends, when the backend is a local disk."""
         ...
@@ -120,8 +131,8 @@ class BlobDriver(Protocol):
         collection from re-checking that nothing needs the blob until its bytes
         are gone. Held for milliseconds; raises StorageBusy if it cannot be had
         within a minute. Local disks use a lock file; object-storage drivers
-        (no file locks) will need a lease kept in the metadata database, handed
-        to them by the composition root (storage never imports metadata).
+        (no file locks) use a lease kept in the metadata database
+        (:mod:`hamn.storage.leases`), handed to them by the composition root.
         """
         ...
 

@@ -93,6 +93,11 @@ class FilesystemDriver:
         except FileNotFoundError:
             return None
 
+    async def signed_url(self, digest: str, expires_in: float) -> str | None:
+        """None: a local disk has no URLs of its own; hamn signs its own URLs for it."""
+        self.blob_path(digest)
+        return None
+
     def local_path(self, digest: str) -> str | None:
         """Blobs are local files: the path for zero-copy sends."""
         return self.blob_path(digest)
@@ -450,6 +455,12 @@ class _FilesystemUploadWriter:
         os.ftruncate(fd, size)
         os.lseek(fd, size, os.SEEK_SET)
         self._size = size
+
+    async def flush(self) -> None:
+        # Written bytes are in the page cache, which every process of this host reads.
+        # A power cut may lose them after the offset was acknowledged; the next open
+        # then finds the upload short and the client starts it again (never wrong data).
+        self._require_fd()
 
     async def commit(self, digest: str) -> None:
         fd = self._require_fd()

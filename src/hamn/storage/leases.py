@@ -1,0 +1,118 @@
+"""Leases: named locks with an expiry, shared by every process of a deployment.
+
+A lease is how processes on different machines take turns where a file lock
+cannot reach: a blob's digest lock and an upload's single writer on object
+storage, the garbage collector's turn. The record lives in the metadata
+database (``hamn.metadata.leases.LeaseStore`` implements :class:`Leases`), and
+the composition root hands it to whoever needs it, so storage never imports
+metadata.
+
+A holder that dies stops renewing and its lease expires after ``ttl``; a holder
+that lives renews in the background (:class:`HeldLease`) for as long as it holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from hamn.storage.base import StorageBusy
+
+logger = logging.getLogger(__name__)
+
+#: A lease lives this long unless renewed; renewals come every third of it.
+DEFAULT_TTL = 30.0
+
+
+class Leases(Protocol):
+    """The shared record of who holds which lease."""
+
+    async def acquire(self, name: str, holder: str, ttl: float) -> bool:
+        """Take ``name`` for ``holder`` for ``ttl`` seconds if it is free, expired or
+        already ``holder``'s; False when someone else holds it."""
+        ...
+
+    async def renew(self, name: str, holder: str, ttl: float) -> bool:
+        """Extend ``holder``'s lease by ``ttl`` from now; False if it was lost."""
+        ...
+
+    async def release(self, name: str, holder: str) -> None:
+        """Give up ``name`` if ``holder`` holds it."""
+        ...
+
+
+class HeldLease:
+    """A lease this process holds, renewed in the background until :meth:`release`."""
+
+    def __init__(self, leases: Leases, name: str, holder: str, ttl: float) -> None:
+        self.leases = leases
+        self.name = name
+        self.holder = holder
+        self.ttl = ttl
+        self.lost = False
+        self._renewing = asyncio.create_task(self._renew())
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                renewed = await self.leases.renew(self.name, self.holder, self.ttl)
+            except Exception:  # the database is down: try again; expiry decides
+                logger.warning("could not renew the lease %s", self.name, exc_info=True)
+                continue
+            if not renewed:
+                self.lost = True
+                return
+
+    async def release(self) -> None:
+        """Stop renewing and give the lease up."""
+        self._renewing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._renewing
+        await self.leases.release(self.name, self.holder)
+
+
+def new_holder() -> str:
+    """A holder id unique to one acquisition."""
+    return secrets.token_hex(16)
+
+
+async def try_lease(leases: Leases, name: str, *, ttl: float = DEFAULT_TTL) -> HeldLease | None:
+    """The lease ``name`` if it can be had at once, else None."""
+    holder = new_holder()
+    if not await leases.acquire(name, holder, ttl):
+        return None
+    return HeldLease(leases, name, holder, ttl)
+
+
+async def wait_lease(
+    leases: Leases, name: str, *, wait: float = 60.0, ttl: float = DEFAULT_TTL
+) -> HeldLease:
+    """The lease ``name``, waiting up to ``wait`` seconds (with a short back-off) for its
+    holder to let go or expire; StorageBusy after that."""
+    holder = new_holder()
+    deadline = time.monotonic() + wait
+    pause = 0.002
+    while not await leases.acquire(name, holder, ttl):
+        if time.monotonic() > deadline:
+            raise StorageBusy(f"the lease {name} is held")
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.1)
+    return HeldLease(leases, name, holder, ttl)
+
+
+@contextlib.asynccontextmanager
+async def holding(
+    leases: Leases, name: str, *, wait: float = 60.0, ttl: float = DEFAULT_TTL
+) -> AsyncIterator[HeldLease]:
+    """Hold the lease ``name`` for the ``async with`` block (see :func:`wait_lease`)."""
+    lease = await wait_lease(leases, name, wait=wait, ttl=ttl)
+    try:
+        yield lease
+    finally:
+        await lease.release()
