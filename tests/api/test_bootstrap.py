@@ -60,3 +60,58 @@ def test_a_short_bootstrap_password_stops_the_start_with_a_clear_error(tmp_path:
     )
     assert done.returncode == 2, done
     assert "at least 12 characters" in done.stderr
+
+
+def test_a_second_server_with_another_secret_key_refuses_to_start(
+    tmp_path: Path, root: Any
+) -> None:
+    """Servers sharing a database must share the key its secrets are sealed with: a
+    second one with its own key stops at once, saying which key it needs."""
+    import subprocess
+    import sys
+
+    database = f"sqlite:///{tmp_path / 'shared.db'}"
+    first = root.start_hamn(tmp_path / "first", env={"HAMN_DATABASE_URL": database})
+    try:
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "hamn",
+                "serve",
+                "--port",
+                "1",
+                "--data-dir",
+                str(tmp_path / "second"),
+            ],
+            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HAMN_DATABASE_URL": database},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode != 0
+        assert "sealed with another server key" in second.stderr, second.stderr
+        assert "HAMN_SECRET_KEY" in second.stderr
+        # The same key lets it start: it is one deployment.
+        key = (tmp_path / "first" / "server.key").read_text().strip()
+        same = root.start_hamn(
+            tmp_path / "third", env={"HAMN_DATABASE_URL": database, "HAMN_SECRET_KEY": key}
+        )
+        try:
+            with httpx.Client(timeout=30) as c:
+                token = c.get(
+                    f"{first.url}/oauth2/token",
+                    params={"service": first.host, "scope": "registry:catalog:*"},
+                    auth=(first.username, first.password),
+                ).json()["access_token"]
+                # A token the first server issued is honoured by the second, reached under
+                # the same host name (as behind a load balancer: tokens name their service).
+                got = c.get(
+                    f"{same.url}/v2/",
+                    headers={"Authorization": f"Bearer {token}", "Host": first.host},
+                )
+                assert got.status_code == 200, got.text
+        finally:
+            root.stop_hamn(same)
+    finally:
+        root.stop_hamn(first)

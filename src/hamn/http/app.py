@@ -71,6 +71,7 @@ async def prepare_service(settings: Settings, store: MetadataStore) -> str | Non
         await store.ensure_registry(settings.default_registry)
     auth = _auth_service(settings, store)
     await auth.ensure_signing_key()
+    await auth.check_server_key()
     return await auth.bootstrap_owner(
         settings.bootstrap_username, settings.bootstrap_password or None
     )

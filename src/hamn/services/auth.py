@@ -222,6 +222,20 @@ class AuthService:
         )
         log.info("made a new token signing key %s", key.kid)
 
+    async def check_server_key(self) -> None:
+        """Refuse to serve with a server key other than the one this database's secrets
+        were sealed with (a second server started without the first one's
+        ``HAMN_SECRET_KEY``): it could not sign tokens nor read the sealed admin
+        passwords, and would fail request by request instead of once, here."""
+        try:
+            await self.keyring(refresh=True)
+        except auth_secrets.SealError:
+            raise ValueError(
+                "this database's secrets were sealed with another server key: every server "
+                "on one database needs the same key; set HAMN_SECRET_KEY (or secret_key) "
+                "to the base64 key of the first server (its <data dir>/server.key)"
+            ) from None
+
     def _longest_lifetime(self) -> timedelta:
         return max(self.refresh_lifetime, self.access_lifetime) + tokens.LEEWAY
 
