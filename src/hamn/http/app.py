@@ -37,6 +37,7 @@ from hamn.http.observability import (
     metrics_endpoint,
     of_kind,
 )
+from hamn.http.signed_blobs import SIGNED_BLOB_ROUTE, SignedBlobs
 from hamn.http.v2 import DataPlane
 from hamn.logs import configure_logging
 from hamn.metadata.identities import IdentityStore
@@ -46,10 +47,13 @@ from hamn.services.auth import AuthService, load_server_key
 from hamn.services.gc import GarbageCollector
 from hamn.services.recycle_bin import RecycleBinService
 from hamn.services.registry import RegistryService
+from hamn.services.signed_urls import BlobLinks, UrlSigner, url_signing_key
 from hamn.services.uploads import BlobUploadService
 from hamn.storage import BlobDriver, create_driver
 
 SETTINGS_ENV = "HAMN_SETTINGS_JSON"
+#: The digest /readyz looks up in blob storage: the empty blob's, whose absence is fine.
+_READINESS_PROBE = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
 def _auth_service(settings: Settings, store: MetadataStore) -> AuthService:
@@ -147,7 +151,23 @@ def create_app(settings: Settings, *, prepare_database: bool = True) -> ASGIApp:
             per_address=settings.auth_failures_per_address,
         ),
     )
-    data_plane = DataPlane(registry, uploads, access)
+    # hamn's own signed blob URLs are served even with redirects off, so links handed
+    # out before a restart that turned them off still work until they expire.
+    signed_blobs = SignedBlobs(
+        BlobLinks(
+            registry,
+            driver,
+            UrlSigner(url_signing_key(auth.server_key)),
+            ttl=settings.redirect_ttl,
+        ),
+        scheme=settings.scheme,
+    )
+    data_plane = DataPlane(
+        registry,
+        uploads,
+        access,
+        redirect=signed_blobs.location if settings.blob_redirects else None,
+    )
     acr_metadata_service = AcrMetadataService(store, driver, domain=settings.domain)
     acr_metadata = AcrMetadataApi(registry, acr_metadata_service, access)
     acr_deleted = AcrDeletedApi(
@@ -176,7 +196,11 @@ def create_app(settings: Settings, *, prepare_database: bool = True) -> ASGIApp:
         return Response(b"ok\n", media_type="text/plain")
 
     async def readyz(_: Request) -> Response:
+        # Ready means both back ends answer: one indexed read of the database, and a
+        # look-up of a blob no one stores (a HEAD on object storage). Either failing
+        # answers 503 through the error handler, so a load balancer stops sending here.
         await store.count("registries")
+        await driver.stat(_READINESS_PROBE)
         return Response(b"ready\n", media_type="text/plain")
 
     # OPTIONS and the rest reach the dispatcher too, which answers UNSUPPORTED in JSON.
@@ -190,6 +214,9 @@ def create_app(settings: Settings, *, prepare_database: bool = True) -> ASGIApp:
                 "/v2/{registry}/_catalog",
                 of_kind("catalog", data_plane.catalog),
                 methods=["GET"],
+            ),
+            Route(
+                SIGNED_BLOB_ROUTE, of_kind("signed_blob", signed_blobs.serve), methods=methods
             ),
             Route("/v2/{rest:path}", data_plane.dispatch, methods=methods),
             Route(
