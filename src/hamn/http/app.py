@@ -215,9 +215,7 @@ def create_app(settings: Settings, *, prepare_database: bool = True) -> ASGIApp:
                 of_kind("catalog", data_plane.catalog),
                 methods=["GET"],
             ),
-            Route(
-                SIGNED_BLOB_ROUTE, of_kind("signed_blob", signed_blobs.serve), methods=methods
-            ),
+            Route(SIGNED_BLOB_ROUTE, of_kind("signed_blob", signed_blobs.serve), methods=methods),
             Route("/v2/{rest:path}", data_plane.dispatch, methods=methods),
             Route(
                 "/acr/v1/_catalog", of_kind("acr_metadata", acr_metadata.catalog), methods=["GET"]

@@ -46,6 +46,7 @@ METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 ROUTE_KINDS = (
     "manifest",
     "blob",
+    "signed_blob",
     "upload",
     "tags",
     "catalog",

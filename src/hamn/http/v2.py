@@ -161,15 +161,53 @@ class _WithoutRange(Response):
         await self.inner({**scope, "headers": headers}, receive, send)
 
 
+def send_blob(request: Request, registry: RegistryService, blob: Blob, **extra: str) -> Response:
+    """The response that sends ``blob``: its bytes for a GET (a byte range when asked),
+    its headers for a HEAD, with ``extra`` headers. Shared by
+    ``/v2/<name>/blobs/<digest>`` and hamn's signed blob URLs."""
+    headers = _headers(
+        Docker_Content_Digest=blob.digest, ETag=f'"{blob.digest}"', Accept_Ranges="bytes", **extra
+    )
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(blob.size)
+        return Response(b"", media_type="application/octet-stream", headers=headers)
+    byte_range = request.headers.get("range")
+    _check_blob_range(byte_range, blob.size)
+    if blob.path is not None:
+        # Zero-copy: granian sends the file itself (ASGI pathsend) unless a Range is asked.
+        response = FileResponse(blob.path, media_type="application/octet-stream", headers=headers)
+        if byte_range is not None and not _RANGE_SET.match(byte_range.strip()):
+            return _WithoutRange(response)
+        return response
+    headers["Content-Length"] = str(blob.size)
+    return StreamingResponse(
+        registry.read_blob(blob), media_type="application/octet-stream", headers=headers
+    )
+
+
+#: Where a blob GET redirects to (a signed, expiring URL), when redirects are on.
+BlobRedirect = Callable[[Request, Target, Blob], Awaitable[str]]
+
+
 class DataPlane:
-    """The ``/v2/`` API over the registry and upload services."""
+    """The ``/v2/`` API over the registry and upload services.
+
+    With ``redirect`` (``blob_redirects`` on), blob GETs that pass every check
+    answer ``307`` to the URL it gives instead of sending the bytes.
+    """
 
     def __init__(
-        self, registry: RegistryService, uploads: BlobUploadService, access: RequestAuth
+        self,
+        registry: RegistryService,
+        uploads: BlobUploadService,
+        access: RequestAuth,
+        *,
+        redirect: BlobRedirect | None = None,
     ) -> None:
         self.registry = registry
         self.uploads = uploads
         self.access = access
+        self.redirect = redirect
         self._routes: dict[tuple[str, str], Handler] = {
             ("manifest", "GET"): self.get_manifest,
             ("manifest", "HEAD"): self.get_manifest,
@@ -283,29 +321,17 @@ class DataPlane:
     # -- blobs -------------------------------------------------------------------
     async def get_blob(self, request: Request, target: Target, name: str, digest: str) -> Response:
         blob = await self.registry.stat_blob(target, digest)
-        headers = _headers(
-            Docker_Content_Digest=blob.digest, ETag=f'"{blob.digest}"', Accept_Ranges="bytes"
-        )
-        if request.method == "HEAD":
-            headers["Content-Length"] = str(blob.size)
-            return Response(b"", media_type="application/octet-stream", headers=headers)
-        byte_range = request.headers.get("range")
-        _check_blob_range(byte_range, blob.size)
-        if blob.path is not None:
-            # Zero-copy: granian sends the file itself (ASGI pathsend) unless a Range is asked.
-            response = FileResponse(
-                blob.path, media_type="application/octet-stream", headers=headers
+        if request.method == "GET" and self.redirect is not None:
+            # Only GET: a HEAD answers itself, and manifests are always served here.
+            location = await self.redirect(request, target, blob)
+            headers = _headers(
+                Location=location,
+                Docker_Content_Digest=blob.digest,
+                # The URL is signed for this caller and expires: no cache may keep it.
+                Cache_Control="no-store",
             )
-            if byte_range is not None and not _RANGE_SET.match(byte_range.strip()):
-                return _WithoutRange(response)
-            return response
-        return self._stream_blob(blob, headers)
-
-    def _stream_blob(self, blob: Blob, headers: dict[str, str]) -> Response:
-        headers["Content-Length"] = str(blob.size)
-        return StreamingResponse(
-            self.registry.read_blob(blob), media_type="application/octet-stream", headers=headers
-        )
+            return Response(b"", status_code=307, headers=headers)
+        return send_blob(request, self.registry, blob)
 
     async def delete_blob(
         self, request: Request, target: Target, name: str, digest: str
