@@ -320,6 +320,35 @@ def test_brute_force_on_the_token_endpoint_is_rate_limited(shipped_limits: Any) 
         expect_error(other, 401, "UNAUTHORIZED")
 
 
+def test_the_sign_in_limit_holds_across_servers_on_one_database(
+    tmp_path: Path, pytestconfig: pytest.Config
+) -> None:
+    """Failures counted by one server lock the user out on another: the limit is the
+    deployment's, not each process's (two servers, two workers each, one database)."""
+    root = pytestconfig.pluginmanager.get_plugin(str(Path(__file__).parent.parent / "conftest.py"))
+    env = {
+        "HAMN_AUTH_FAILURES_PER_USER": "10",
+        "HAMN_AUTH_FAILURES_PER_ADDRESS": "100",
+        "HAMN_DATABASE_URL": f"sqlite:///{tmp_path / 'shared.db'}",
+    }
+    one = root.start_hamn(tmp_path / "one", env=env)
+    key = (tmp_path / "one" / "server.key").read_text().strip()
+    two = root.start_hamn(tmp_path / "two", env={**env, "HAMN_SECRET_KEY": key})
+    try:
+        statuses = []
+        for i in range(10):
+            reg = (one, two)[i % 2]
+            with anonymous(reg) as c:
+                statuses.append(c.get("/v2/", auth=(one.username, f"guess-{i}")).status_code)
+        assert statuses == [401] * 10, statuses
+        for reg in (one, two):
+            with anonymous(reg) as c:
+                expect_error(c.get("/v2/", auth=one.auth), 429, "TOOMANYREQUESTS")
+    finally:
+        root.stop_hamn(two)
+        root.stop_hamn(one)
+
+
 def test_metrics_need_a_reader_at_root(live_registry: Any) -> None:
     with anonymous(live_registry) as c:
         expect_error(c.get("/metrics"), 401, "UNAUTHORIZED")

@@ -41,12 +41,14 @@ from hamn.http.signed_blobs import SIGNED_BLOB_ROUTE, SignedBlobs
 from hamn.http.v2 import DataPlane
 from hamn.logs import configure_logging
 from hamn.metadata.identities import IdentityStore
+from hamn.metadata.sign_in_failures import SignInFailureStore
 from hamn.metadata.store import MetadataStore, create_metadata_engine, migrate
 from hamn.services.acr_metadata import AcrMetadataService
 from hamn.services.auth import AuthService, load_server_key
 from hamn.services.gc import GarbageCollector
 from hamn.services.recycle_bin import RecycleBinService
 from hamn.services.registry import RegistryService
+from hamn.services.sign_in_limits import SharedSignInLimits
 from hamn.services.signed_urls import BlobLinks, UrlSigner, url_signing_key
 from hamn.services.uploads import BlobUploadService
 from hamn.storage import BlobDriver, create_driver
@@ -147,6 +149,11 @@ def create_app(settings: Settings, *, prepare_database: bool = True) -> ASGIApp:
         registry,
         scheme=settings.scheme,
         limiter=FailureLimiter(
+            per_user=settings.auth_failures_per_user,
+            per_address=settings.auth_failures_per_address,
+        ),
+        shared_limits=SharedSignInLimits(
+            SignInFailureStore(store),
             per_user=settings.auth_failures_per_user,
             per_address=settings.auth_failures_per_address,
         ),

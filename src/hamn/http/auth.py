@@ -74,6 +74,7 @@ from hamn.http.observability import describe_request
 from hamn.services.auth import NULL_GUID, AuthService, IssuedToken
 from hamn.services.identity import ANONYMOUS, Identity, IdentityKind
 from hamn.services.registry import RegistryService, Target
+from hamn.services.sign_in_limits import SharedSignInLimits
 
 log = logging.getLogger("hamn.auth")
 
@@ -176,11 +177,15 @@ class RequestAuth:
         *,
         scheme: str,
         limiter: FailureLimiter | None = None,
+        shared_limits: SharedSignInLimits | None = None,
     ) -> None:
         self.auth = auth
         self.registry = registry
         self.scheme = scheme
         self.limiter = limiter or FailureLimiter()
+        # The in-process limiter stops a burst without a database round trip; the
+        # shared one holds the limit across every process of the deployment.
+        self.shared_limits = shared_limits
 
     # -- who is calling --------------------------------------------------------------------
     @staticmethod
@@ -223,9 +228,13 @@ class RequestAuth:
         """Basic credentials to an identity, rate limited; 401 or 429 otherwise."""
         address = _client_address(request)
         self.limiter.check(address, username)
+        if self.shared_limits is not None:
+            await self.shared_limits.check(address, username)
         identity = await self.auth.authenticate_basic(username, password, version)
         if identity is None:
             self.limiter.failed(address, username)
+            if self.shared_limits is not None:
+                await self.shared_limits.failed(address, username)
             log.info("failed sign-in for %r from %s", username[:100], address)
             raise self.unauthorized(request, _BAD_CREDENTIALS)
         return identity

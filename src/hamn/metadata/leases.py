@@ -37,7 +37,8 @@ class LeaseStore:
                 set_={"holder": holder, "expires_at": now + timedelta(seconds=ttl)},
                 where=or_(t.leases.c.expires_at < now, t.leases.c.holder == holder),
             )
-            return bool(conn.execute(stmt).rowcount == 1)
+            # RETURNING, not rowcount: psycopg reports no row count for an upsert.
+            return conn.execute(stmt.returning(t.leases.c.name)).first() is not None
 
         return await self.store.run_write(op)
 
@@ -49,8 +50,9 @@ class LeaseStore:
                 update(t.leases)
                 .where(and_(t.leases.c.name == name, t.leases.c.holder == holder))
                 .values(expires_at=utcnow() + timedelta(seconds=ttl))
+                .returning(t.leases.c.name)
             )
-            return bool(conn.execute(stmt).rowcount == 1)
+            return conn.execute(stmt).first() is not None
 
         return await self.store.run_write(op)
 

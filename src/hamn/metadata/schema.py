@@ -27,6 +27,7 @@ The control plane (``identities.py`` reads and writes these):
 
 Coordination between processes (``leases.py``):
 - ``leases``: named, expiring locks every process on the database shares.
+- ``sign_in_failures``: failed sign-ins per client key and time window.
 """
 
 from __future__ import annotations
@@ -366,4 +367,15 @@ leases = Table(
     Column("name", name_column(200), primary_key=True),
     Column("holder", String(64), nullable=False),
     Column("expires_at", TS, nullable=False),
+)
+
+#: Failed sign-ins per key (a hash of the client address, or of address and user name)
+#: and fixed time window (POSIX seconds // window length), shared by every process.
+sign_in_failures = Table(
+    "sign_in_failures",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("window", BigInteger, primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Index("ix_sign_in_failures_window", "window"),
 )
