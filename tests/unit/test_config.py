@@ -263,3 +263,66 @@ def test_settings_can_be_built_directly() -> None:
     # create_app takes a Settings; tests build their own without load_settings.
     s = Settings(port=5055, default_registry="tests")
     assert (s.port, s.default_registry) == (5055, "tests")
+
+
+# -- shared deployments: database and object storage (issue 5) ------------------------------
+
+
+def test_postgresql_and_azure_from_a_file_with_the_secret_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = write_toml(
+        tmp_path / "hamn.toml",
+        """
+database_url = "postgresql+psycopg://hamn@db.internal/hamn"
+storage_driver = "azure"
+azure_container = "registry"
+storage_prefix = "prod/"
+blob_redirects = true
+redirect_ttl = "10m"
+""",
+    )
+    conn = "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=c2VjcmV0;EndpointSuffix=core"
+    monkeypatch.setenv("HAMN_AZURE_CONNECTION_STRING", conn)
+    s = load_settings(path)
+    assert s.resolved_database_url == "postgresql+psycopg://hamn@db.internal/hamn"
+    assert (s.storage_driver, s.azure_container, s.storage_prefix) == ("azure", "registry", "prod/")
+    assert s.azure_connection_string == conn
+    assert (s.blob_redirects, s.redirect_ttl) == (True, 600.0)
+    # Secrets stay out of the settings' printed form (logs, error messages).
+    assert "c2VjcmV0" not in repr(s)
+
+
+def test_s3_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in {
+        "HAMN_STORAGE_DRIVER": "s3",
+        "HAMN_S3_ENDPOINT_URL": "http://127.0.0.1:8333",
+        "HAMN_S3_BUCKET": "hamn",
+        "HAMN_S3_ACCESS_KEY_ID": "AKID",
+        "HAMN_S3_SECRET_ACCESS_KEY": "very-secret-key",
+    }.items():
+        monkeypatch.setenv(key, value)
+    s = load_settings()
+    assert (s.storage_driver, s.s3_endpoint_url, s.s3_bucket) == (
+        "s3",
+        "http://127.0.0.1:8333",
+        "hamn",
+    )
+    assert (s.s3_region, s.s3_access_key_id) == ("us-east-1", "AKID")
+    assert "very-secret-key" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"storage_driver": "azure"}, "azure_connection_string"),
+        ({"storage_driver": "s3"}, "s3_bucket"),
+        ({"storage_driver": "gcs"}, "storage_driver"),
+        ({"redirect_ttl": 0}, "redirect_ttl"),
+    ],
+)
+def test_incomplete_object_storage_settings_are_refused(
+    values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings(**values)
