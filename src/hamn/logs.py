@@ -31,10 +31,13 @@ FIELDS = "hamn_fields"
 REDACTED = "[redacted]"
 
 #: Query parameters whose values are credentials (compared case-insensitively). The upload
-#: ``_state`` is a signed session token; ``code`` is an OAuth authorization code.
+#: ``_state`` is a signed session token; ``code`` is an OAuth authorization code; ``sig``
+#: signs a blob link (hamn's own, an Azure SAS), which is the link's only credential.
 SECRET_KEYS = frozenset(
     {
         "_state",
+        "sig",
+        "x-amz-signature",
         "password",
         "passwd",
         "secret",

@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import orjson
+
 from hamn.errors import BLOB_UNKNOWN, DENIED, HamnError
 from hamn.oci.digest import parse_digest
 from hamn.oci.names import is_valid_registry_name, validate_repository_name
@@ -57,11 +59,11 @@ class BlobGrant:
     def message(self) -> bytes:
         """The bytes the signature covers: method, registry, repository, digest and expiry.
 
-        Newlines separate the fields; none of them may contain one (names and digests
-        are validated), so no two grants share a message.
+        A JSON array: no two grants share a message, whatever their fields hold.
         """
-        fields = (_MESSAGE_VERSION, _METHOD, self.registry, self.repository, self.digest)
-        return "\n".join((*fields, str(self.expires))).encode()
+        return orjson.dumps(
+            [_MESSAGE_VERSION, _METHOD, self.registry, self.repository, self.digest, self.expires]
+        )
 
 
 @dataclass(frozen=True, slots=True)
