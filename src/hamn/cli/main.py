@@ -12,6 +12,7 @@ import click
 
 from hamn import __version__
 from hamn.cli.commands import register
+from hamn.cli.commands.check_health import check_health
 from hamn.cli.commands.fsck import fsck
 from hamn.cli.commands.gc import gc
 
@@ -32,6 +33,7 @@ def cli() -> None:
 
 
 register(cli)
+cli.add_command(check_health)
 # Beside ``serve``: like it, ``fsck`` and ``gc`` work on the deployment's own database
 # and storage.
 cli.add_command(fsck)
