@@ -14,6 +14,7 @@ import base64
 import binascii
 import os
 import shutil
+import signal
 import socket
 import subprocess
 from dataclasses import dataclass
@@ -66,23 +67,30 @@ def _version_line(output: str) -> str:
 
 def tool_version(path: str, tool: Tool) -> tuple[str | None, str]:
     """``(version line, "")`` or ``(None, why it could not be read)``."""
+    command = f"'{tool.name} {' '.join(tool.version_args)}'"
     try:
-        run = subprocess.run(
+        # A session of its own: on a timeout the whole group is killed, so a wrapper
+        # script's child cannot keep the pipes open (and the report waiting).
+        with subprocess.Popen(
             [path, *tool.version_args],
-            capture_output=True,
-            text=True,
-            timeout=VERSION_TIMEOUT,
             stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return None, f"'{tool.name} {' '.join(tool.version_args)}' took over {VERSION_TIMEOUT:g} s"
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        ) as proc:
+            try:
+                stdout, stderr = proc.communicate(timeout=VERSION_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
+                return None, f"{command} took over {VERSION_TIMEOUT:g} s"
     except OSError as exc:
         return None, f"cannot run {path}: {exc.strerror or exc}"
-    line = _version_line(run.stdout) or _version_line(run.stderr)
-    if run.returncode != 0 or not line:
-        why = _version_line(run.stderr) or f"exit status {run.returncode}"
-        return None, f"'{tool.name} {' '.join(tool.version_args)}' failed: {why}"
+    line = _version_line(stdout) or _version_line(stderr)
+    if proc.returncode != 0 or not line:
+        why = _version_line(stderr) or f"exit status {proc.returncode}"
+        return None, f"{command} failed: {why}"
     return line, ""
 
 
