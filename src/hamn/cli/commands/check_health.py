@@ -139,7 +139,7 @@ def _run(
     "--ca-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     metavar="PEM",
-    help="Trust this certificate (or CA) for the server's TLS, besides nothing else.",
+    help="Trust this PEM certificate (or CA) for the server's TLS instead of the default store.",
 )
 @click.option(
     "--insecure",

@@ -29,7 +29,9 @@ HINTS: dict[str, str] = {
     "NOTARY_VERSION_ERROR": "Run 'notation version' or 'cosign version' by hand and read "
     "its error.",
     "CONNECTIVITY_DNS_ERROR": "Check the host name in --server (or HAMN_SERVER, or the "
-    "'hamn auth login' session) and this machine's DNS settings (/etc/resolv.conf, /etc/hosts).",
+    "'hamn auth login' session) and this machine's DNS settings (/etc/resolv.conf, /etc/hosts). "
+    "A login server <registry>.<domain> needs a DNS entry of its own; without one, give the "
+    "server's address in --server and reach the registry by path (host:port/<registry>/...).",
     "CONNECTIVITY_CONNECT_ERROR": "Start the server ('hamn serve'), check its --host and --port, "
     "and any firewall between here and there; then point --server at it.",
     "CONNECTIVITY_SSL_ERROR": "See the reason above: trust the server's certificate with "

@@ -185,12 +185,16 @@ def _accepts_tls12(target: Target) -> bool:
         return False
 
 
-def _trust_hint(target: Target) -> str:
+def _tools_trust_hint(target: Target) -> str:
     certs_d = f"{target.address}/ca.crt"
     return (
-        "Other hamn commands trust it with SSL_CERT_FILE=PEM; podman, buildah and skopeo "
-        f"with /etc/containers/certs.d/{certs_d}; docker with /etc/docker/certs.d/{certs_d}."
+        f"podman, buildah and skopeo trust it in /etc/containers/certs.d/{certs_d}; "
+        f"docker in /etc/docker/certs.d/{certs_d}."
     )
+
+
+def _trust_hint(target: Target) -> str:
+    return f"Other hamn commands trust it with SSL_CERT_FILE=PEM; {_tools_trust_hint(target)}"
 
 
 def _verify_hint(code: int, target: Target, subject: str) -> str:
@@ -305,8 +309,8 @@ def _report_certificate(
                 "System trust store",
                 f"does not trust the certificate ({exc.verify_message}); podman, buildah, "
                 "skopeo and docker use it",
-                hint=f"{_trust_hint(target)} Or add it to the system store "
-                "(update-ca-certificates).",
+                hint=f"Add it to the system store (update-ca-certificates), or: "
+                f"{_tools_trust_hint(target)}",
             )
         )
     except (OSError, ssl.SSLError):

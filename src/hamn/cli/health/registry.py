@@ -27,6 +27,7 @@ import httpx
 from hamn.cli.client import NULL_GUID, Credentials, RegistryClient, RegistryError, ServerUnreachable
 from hamn.cli.health import Report, error, info, ok, warning
 from hamn.cli.health.network import NETWORK_TIMEOUT, Target
+from hamn.cli.session import service_of
 
 #: The scope of the access token the check asks for (what ``az acr`` asks for too).
 CATALOG_SCOPE = "registry:catalog:*"
@@ -230,12 +231,8 @@ def check_registry(report: Report, client: RegistryClient) -> bool | None:
         report.add(error(label, "CONNECTIVITY_CONNECT_ERROR", str(exc)))
         return None
     login_server = str(body.get("loginServer", "")) if isinstance(body, dict) else ""
-    where = (
-        f"images are {client.server.split('://', 1)[1]}/<repository>"
-        if client.host_routed
-        else f"images are {client.server.split('://', 1)[1]}/{client.registry}/<repository>"
-    )
-    report.add(ok(label, f"login server {login_server}; {where}"))
+    prefix = service_of(client.server) + ("" if client.host_routed else f"/{client.registry}")
+    report.add(ok(label, f"login server {login_server}; images are {prefix}/<repository>"))
     return True
 
 
