@@ -29,7 +29,7 @@ from hamn.cli.health import Report, error, info, ok, warning
 from hamn.cli.health.network import NETWORK_TIMEOUT, Target
 from hamn.cli.session import service_of
 
-#: The scope of the access token the check asks for (what ``az acr`` asks for too).
+#: The scope of the access token the check asks for: listing the registry proves it is usable.
 CATALOG_SCOPE = "registry:catalog:*"
 #: Seconds an HTTP request of the report may take.
 HTTP_TIMEOUT = 10.0
