@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.server
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -220,3 +222,52 @@ def test_curl_follows_the_redirect_with_the_original_authorization(
     )  # fmt: skip
     assert res.stdout.split() == ["200", "1"], res.stdout
     assert sha256_digest(out.read_bytes()) == layer
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Stands where object storage would: another port of the same host. Records the
+    Authorization header of each GET; answers ``/redirect`` with a 307 to ``/blob``
+    on the port in the query."""
+
+    seen: ClassVar[list[str | None]] = []
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/redirect?port="):
+            self.send_response(307)
+            self.send_header("Location", f"http://127.0.0.1:{self.path.split('=')[1]}/blob")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.seen.append(self.headers.get("Authorization"))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("how", ["-u", "-H"])
+def test_curl_sends_no_credentials_to_storage_on_another_port(how: str) -> None:
+    """What makes ``curl -L`` safe with Azure or S3 links: the credentials stay with the
+    registry. Debian's curl (>= 7.83) drops them when the port changes, not only the
+    host, which is the test matrix's case (Azurite or SeaweedFS beside hamn)."""
+    servers = [http.server.HTTPServer(("127.0.0.1", 0), _Recorder) for _ in range(2)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    registry, storage = (server.server_address[1] for server in servers)
+    auth = ["-u", "user:secret"] if how == "-u" else ["-H", "Authorization: Basic dXNlcjpzZWNyZXQ="]
+    try:
+        _Recorder.seen.clear()
+        res = run(
+            [need("curl"), "-sS", "-f", "-L", *auth,
+             f"http://127.0.0.1:{registry}/redirect?port={storage}"],
+            timeout=30,
+        )  # fmt: skip
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+    assert res.stdout == "ok"
+    assert _Recorder.seen == [None]
