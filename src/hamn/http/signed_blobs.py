@@ -54,7 +54,7 @@ class SignedBlobs:
                 "sig": signed.signature,
             }
         )
-        host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
+        host = request.headers.get("host") or request.url.netloc
         return f"{self.scheme}://{host}{_PREFIX}{quote(grant.digest, safe=':')}?{query}"
 
     async def serve(self, request: Request) -> Response:
