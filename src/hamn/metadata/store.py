@@ -184,6 +184,10 @@ def create_metadata_engine(
     return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
+#: The PostgreSQL advisory lock key migrations hold (any fixed number hamn uses once).
+_MIGRATION_LOCK = 0x68616D6E  # "hamn"
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest version (idempotent; safe with several processes)."""
     cfg = AlembicConfig()
@@ -194,6 +198,11 @@ def migrate(engine: Engine) -> None:
         if conn.dialect.name == "sqlite":
             # Serialise concurrent starters on SQLite's write lock.
             conn = conn.execution_options(hamn_write=True)
+        else:
+            # Serialise servers starting at once on one empty database: without the
+            # lock both create alembic_version and the second start fails. Held until
+            # the migration's transaction commits.
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
         conn.commit()
