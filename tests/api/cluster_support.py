@@ -44,6 +44,15 @@ from api_support import ALL_MANIFESTS, digest_of, expect_status, get_blob, refer
 POSTGRES_ENV = "HAMN_TEST_POSTGRES_URL"
 AZURE_ENV = "HAMN_TEST_AZURE_CONNECTION_STRING"
 
+#: These tests choose their own backends (PostgreSQL and Azurite), so of the runs
+#: of the backend matrix (``HAMN_TEST_BACKEND``, tests/backend_support.py) they run
+#: in this one only, or in a run that names none.
+ONCE_IN_BACKEND = "postgresql+azure"
+ONCE_IN_THE_MATRIX = pytest.mark.skipif(
+    os.environ.get("HAMN_TEST_BACKEND", ONCE_IN_BACKEND) != ONCE_IN_BACKEND,
+    reason=f"runs once in the backend matrix: in its {ONCE_IN_BACKEND} run",
+)
+
 #: The owner every server of a deployment bootstraps (they share one database).
 OWNER = "hamn-cluster-owner"
 
@@ -399,6 +408,7 @@ class Deployment:
             "HAMN_BOOTSTRAP_PASSWORD": secrets.token_urlsafe(18),
             # Collections run when a test says so (hamn gc), not on a timer.
             "HAMN_GC_INTERVAL": "0",
+            "HAMN_STORAGE_PREFIX": "",
             **storage,
             **{f"HAMN_{k.upper()}": v for k, v in settings.items()},
         }

@@ -45,6 +45,7 @@ from api_support import (
     with_query,
 )
 from cluster_support import (
+    ONCE_IN_THE_MATRIX,
     Deployment,
     check_image,
     fresh_database,
@@ -55,6 +56,8 @@ from cluster_support import (
 
 #: Lines a server writes when a request failed inside it.
 _SERVER_FAULTS = ("request failed", "Traceback")
+
+pytestmark = ONCE_IN_THE_MATRIX
 
 
 @pytest.fixture
