@@ -118,14 +118,17 @@ def test_without_the_setting_blobs_are_served_directly(
     assert r.content == data and "Location" not in r.headers
 
 
+@pytest.mark.parametrize("algorithm", ["sha256", "sha512"])
 def test_a_blob_get_redirects_to_a_link_that_serves_it_without_credentials(
-    redirecting: LiveRegistry, pushed: tuple[str, str, bytes]
+    redirecting: LiveRegistry, algorithm: str
 ) -> None:
-    repo, digest, data = pushed
+    repo, data = unique_repo("rd"), random_bytes(70_000)
+    with connect(redirecting) as c:
+        digest = push_blob(c, repo, data, algorithm)
     location = redirect_of(redirecting, repo, digest)
     r = httpx.get(location)
     assert r.status_code == 200, r.text
-    assert r.content == data and digest_of(r.content) == digest
+    assert r.content == data and digest_of(r.content, algorithm) == digest
 
 
 def test_head_and_manifests_are_never_redirected(redirecting: LiveRegistry) -> None:
