@@ -7,6 +7,13 @@ server the way clients do. Set ``HAMN_TEST_REGISTRY=host:port`` to aim those
 tests at a server that is already running instead (another deployment, or
 CNCF Distribution to check that a test itself is right).
 
+Every server runs on the database and storage ``HAMN_TEST_BACKEND`` names
+(``<database>+<storage>``, default ``sqlite+filesystem``; see backend_support.py):
+:func:`start_hamn` gives each data directory its own database and storage there,
+the same ones again when a server restarts on it. Tests that look inside the
+default backend's files carry the ``filesystem_storage`` or ``sqlite_database``
+marker and are skipped on the others.
+
 Every server runs with authentication on. :func:`start_hamn` makes its bootstrap
 owner (``HAMN_BOOTSTRAP_USERNAME`` / ``HAMN_BOOTSTRAP_PASSWORD``: a fixed user
 name, a random password per data directory), and the :class:`LiveRegistry`
@@ -30,21 +37,45 @@ from pathlib import Path
 import httpx
 import pytest
 
+from backend_support import (
+    BACKEND_MARKERS,
+    backend_env,
+    check_services,
+    current_backend,
+    skip_reason,
+)
+
 TIERS = ("unit", "contract", "api", "conformance", "e2e")
 
 #: The bootstrap owner's name on every server the tests start.
 TEST_USERNAME = "hamn-test-owner"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse a backend whose services are not running, before any test starts."""
+    check_services(current_backend())
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say which backend the run's servers use."""
+    return f"hamn backend: {current_backend().name}"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test with its tier, taken from its folder; refuse tests outside one."""
+    """Mark every test with its tier, taken from its folder; refuse tests outside one.
+    Skip tests that look inside a backend other than the run's."""
     root = Path(__file__).parent
+    backend = current_backend()
     for item in items:
         rel = Path(str(item.fspath)).resolve().relative_to(root.resolve())
         tier = rel.parts[0]
         if tier not in TIERS:
             raise pytest.UsageError(f"{rel}: tests live in one of {TIERS}")
         item.add_marker(getattr(pytest.mark, tier))
+        for marker in BACKEND_MARKERS:
+            reason = skip_reason(marker, backend) if item.get_closest_marker(marker) else None
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def free_port() -> int:
@@ -105,7 +136,9 @@ def start_hamn(
 ) -> LiveRegistry:
     """Start ``hamn serve`` with a bootstrap owner and wait until ``/v2/`` answers.
 
-    ``env`` may set its own ``HAMN_BOOTSTRAP_*``; the registry's credentials follow it.
+    The server runs on the run's backend (:func:`backend_env`). ``env`` may set its
+    own ``HAMN_BOOTSTRAP_*`` (the registry's credentials follow it) and backend
+    settings (a test of several servers on one deployment).
     """
     port = port or free_port()
     log_path = data_dir.parent / f"{data_dir.name}-server.log"
@@ -118,7 +151,9 @@ def start_hamn(
         "HAMN_AUTH_FAILURES_PER_ADDRESS": "1000000",
         "HAMN_AUTH_FAILURES_PER_USER": "1000000",
     }
-    server_env = {**os.environ, **limits, **bootstrap_env(data_dir), **(env or {})}
+    server_env = {
+        **os.environ, **limits, **bootstrap_env(data_dir), **backend_env(data_dir), **(env or {})
+    }  # fmt: skip
     proc = subprocess.Popen(
         [
             sys.executable,
