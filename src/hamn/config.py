@@ -126,8 +126,16 @@ class Settings(BaseSettings):
     #: ``gc_grace`` (Distribution's ``--delete-untagged``). Off: ACR keeps them; a
     #: registry's retention policy deletes them per registry.
     gc_delete_untagged: bool = False
-    #: How often ``hamn serve`` collects garbage (one process at a time); 0: never.
+    #: How often the deployment collects garbage (a ``gc`` job, run by one worker
+    #: process at a time); 0: never.
     gc_interval: float = Field(3600.0, ge=0)
+    #: Job worker processes ``hamn serve`` starts beside its HTTP workers (garbage
+    #: collection and other background work); 0 when dedicated ``hamn worker``
+    #: processes run elsewhere.
+    job_workers: int = Field(1, ge=0, le=64)
+    #: How long a worker's claim on a job (and the collector's lease) lasts unless
+    #: renewed: a dead worker's job is taken over after it.
+    job_lease: float = Field(30.0, gt=0, le=3600)
     #: Upload sessions not written to for this long are abandoned and removed.
     upload_timeout: float = Field(24 * 3600.0, gt=0)
 
@@ -165,7 +173,9 @@ class Settings(BaseSettings):
             raise ValueError("storage_quotas: a quota is a positive number of bytes")
         return {**DEFAULT_STORAGE_QUOTAS, **value}
 
-    @field_validator("gc_grace", "gc_interval", "upload_timeout", "redirect_ttl", mode="before")
+    @field_validator(
+        "gc_grace", "gc_interval", "upload_timeout", "redirect_ttl", "job_lease", mode="before"
+    )
     @classmethod
     def _seconds(cls, value: Any) -> Any:
         return parse_duration(value) if isinstance(value, str) else value

@@ -1,5 +1,5 @@
 """``hamn gc`` beside a live ``hamn serve``, and the server's own periodic collection
-with its abandoned-upload clean-up (SPEC §5.4).
+(a ``gc`` job its job worker runs) with its abandoned-upload clean-up (SPEC §5.4).
 
 Each test starts its own server (its own data directory and settings).
 """
@@ -7,6 +7,7 @@ Each test starts its own server (its own data directory and settings).
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -123,7 +124,11 @@ def test_server_collects_and_cleans_abandoned_uploads(start_server: Any) -> None
         expect_status(client.get("/v2/app/manifests/v1"), 200)
         for data in (image.config, *image.layers):
             expect_status(client.get(f"/v2/app/blobs/{digest_of(data)}"), 200)
-    assert (reg.data_dir / "run" / "gc.lock").exists()
+    # The collections ran as jobs, one per turn of gc_interval, each once.
+    with sqlite3.connect(reg.data_dir / "metadata.db") as db:
+        rows = db.execute("SELECT state, attempts, unique_key FROM jobs WHERE kind = 'gc'")
+        done = [(state, attempts) for state, attempts, key in rows if state != "queued"]
+    assert done and set(done) <= {("succeeded", 1), ("running", 1)}, done
 
 
 def test_delete_untagged_removes_untagged_images_nothing_needs(start_server: Any) -> None:

@@ -1,4 +1,4 @@
-"""``hamn serve``'s worker processes never outlive it, however it ends."""
+"""``hamn serve``'s worker processes (HTTP and job workers) never outlive it, however it ends."""
 
 from __future__ import annotations
 
@@ -18,8 +18,11 @@ def test_workers_die_with_a_killed_server(tmp_path: Path, pytestconfig: pytest.C
         str(Path(__file__).parent.parent / "conftest.py")
     )
     reg = root.start_hamn(tmp_path / "data")
-    workers = child_pids(reg.process.pid)
-    assert len(workers) == 2, workers
+    # Two HTTP workers and one job worker (the defaults), all started by hamn serve.
+    deadline = time.monotonic() + 10
+    while len(workers := child_pids(reg.process.pid)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(workers) == 3, workers
     # SIGKILL: no chance to stop the workers itself. They must not live on as orphans
     # holding the port and the database.
     os.kill(reg.process.pid, signal.SIGKILL)

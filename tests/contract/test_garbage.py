@@ -43,8 +43,7 @@ def driver(tmp_path: Path) -> Iterator[FilesystemDriver]:
 def collector(
     store: MetadataStore, driver: FilesystemDriver, grace: float = 0.0, **kw: float
 ) -> GarbageCollector:
-    lock = os.path.join(driver.root, "..", "gc.lock")
-    return GarbageCollector(store, driver, lock_path=lock, grace=grace, batch=2, **kw)
+    return GarbageCollector(store, driver, grace=grace, batch=2, **kw)
 
 
 def stored_blob(

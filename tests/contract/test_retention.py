@@ -9,7 +9,6 @@ policy was enabled, locks, index children and referrers kept, usage exact).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -174,8 +173,7 @@ def driver(tmp_path: Path) -> Iterator[FilesystemDriver]:
 
 
 def collector(store: MetadataStore, driver: FilesystemDriver) -> GarbageCollector:
-    lock = os.path.join(driver.root, "..", "gc.lock")
-    return GarbageCollector(store, driver, lock_path=lock, grace=3600.0, batch=2)
+    return GarbageCollector(store, driver, grace=3600.0, batch=2)
 
 
 def test_enabled_policy_deletes_what_was_untagged_after_enabling_and_days_ago(

@@ -63,7 +63,7 @@ def image(store: MetadataStore, reg: int, repo: str, name: str, **options: objec
 
 def collector(store: MetadataStore, tmp_path: Path) -> GarbageCollector:
     driver = FilesystemDriver(str(tmp_path / "blobs"))
-    return GarbageCollector(store, driver, lock_path=str(tmp_path / "gc.lock"), grace=0)
+    return GarbageCollector(store, driver, grace=0)
 
 
 def test_soft_deleted_manifest_is_hidden_listed_and_still_counted(

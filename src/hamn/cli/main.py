@@ -15,6 +15,7 @@ from hamn.cli.commands import register
 from hamn.cli.commands.check_health import check_health
 from hamn.cli.commands.fsck import fsck
 from hamn.cli.commands.gc import gc
+from hamn.cli.commands.worker import WorkerProcesses, worker
 
 if TYPE_CHECKING:
     from hamn.config import Settings
@@ -38,6 +39,8 @@ cli.add_command(check_health)
 # and storage.
 cli.add_command(fsck)
 cli.add_command(gc)
+# ``worker`` runs background jobs from the deployment's database beside ``serve``.
+cli.add_command(worker)
 
 
 def _prepare(settings: Settings) -> tuple[bool, str | None]:
@@ -184,29 +187,35 @@ def serve(
     # Workers share metrics through files in one directory, named before any of
     # them imports prometheus_client (it picks multiprocess mode at import).
     os.environ[METRICS_DIR_ENV] = fresh_metrics_directory(settings.data_dir / "run" / "metrics")
-    Granian(
-        "hamn.http.app:app_from_environment",
-        factory=True,
-        address=settings.host,
-        port=settings.port,
-        interface=Interfaces.ASGI,
-        workers=settings.workers,
-        loop=Loops.uvloop,
-        log_level=settings.log_level,  # type: ignore[arg-type]
-        log_access=False,
-        log_dictconfig=granian_log_config(settings.log_level),
-        backlog=2048,
-        respawn_failed_workers=True,
-        # A worker once hung in granian's own signal handling on shutdown (seen
-        # after hours under load, not reproduced on demand); a stop must still
-        # stop, so workers that do not exit gracefully are killed after this.
-        workers_kill_timeout=WORKER_STOP_SECONDS,
-        ssl_cert=settings.tls_cert,
-        ssl_key=settings.tls_key,
-        ssl_protocol_min=SSLProtocols.tls13
-        if settings.tls_min_version == "1.3"
-        else SSLProtocols.tls12,
-    ).serve()
+    # Background jobs (garbage collection...) run in job worker processes of their own.
+    job_workers = WorkerProcesses(settings.job_workers)
+    job_workers.start()
+    try:
+        Granian(
+            "hamn.http.app:app_from_environment",
+            factory=True,
+            address=settings.host,
+            port=settings.port,
+            interface=Interfaces.ASGI,
+            workers=settings.workers,
+            loop=Loops.uvloop,
+            log_level=settings.log_level,  # type: ignore[arg-type]
+            log_access=False,
+            log_dictconfig=granian_log_config(settings.log_level),
+            backlog=2048,
+            respawn_failed_workers=True,
+            # A worker once hung in granian's own signal handling on shutdown (seen
+            # after hours under load, not reproduced on demand); a stop must still
+            # stop, so workers that do not exit gracefully are killed after this.
+            workers_kill_timeout=WORKER_STOP_SECONDS,
+            ssl_cert=settings.tls_cert,
+            ssl_key=settings.tls_key,
+            ssl_protocol_min=SSLProtocols.tls13
+            if settings.tls_min_version == "1.3"
+            else SSLProtocols.tls12,
+        ).serve()
+    finally:
+        job_workers.stop()
 
 
 def main() -> None:

@@ -6,7 +6,6 @@ their own app with their own settings.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import os
@@ -41,11 +40,14 @@ from hamn.http.signed_blobs import SIGNED_BLOB_ROUTE, SignedBlobs
 from hamn.http.v2 import DataPlane
 from hamn.logs import configure_logging
 from hamn.metadata.identities import IdentityStore
+from hamn.metadata.jobs import JobStore
 from hamn.metadata.sign_in_failures import SignInFailureStore
 from hamn.metadata.store import MetadataStore, create_metadata_engine, migrate
 from hamn.services.acr_metadata import AcrMetadataService
 from hamn.services.auth import AuthService, load_server_key
+from hamn.services.gc import JOB_KIND as GC_JOB
 from hamn.services.gc import GarbageCollector
+from hamn.services.jobs import JobWorker, Periodic, Scheduler
 from hamn.services.recycle_bin import RecycleBinService
 from hamn.services.registry import RegistryService
 from hamn.services.sign_in_limits import SharedSignInLimits
@@ -86,15 +88,28 @@ async def prepare_service(settings: Settings, store: MetadataStore) -> str | Non
 def garbage_collector(
     settings: Settings, store: MetadataStore, driver: BlobDriver
 ) -> GarbageCollector:
-    """The deployment's garbage collector; its lock file (in the data directory) keeps
-    ``hamn gc`` and every server process from collecting at the same time."""
+    """The deployment's garbage collector; its lease (in the database) keeps ``hamn gc``
+    and every job worker, on any host, from collecting at the same time."""
     return GarbageCollector(
         store,
         driver,
-        lock_path=str(settings.data_dir.absolute() / "run" / "gc.lock"),
+        lease_ttl=settings.job_lease,
         grace=settings.gc_grace,
         upload_timeout=settings.upload_timeout,
         delete_untagged=settings.gc_delete_untagged,
+    )
+
+
+def job_worker(settings: Settings, store: MetadataStore, driver: BlobDriver) -> JobWorker:
+    """A job worker of the deployment (``hamn worker``): the handler of each job kind,
+    and the periodic jobs it queues."""
+    jobs = JobStore(store)
+    collector = garbage_collector(settings, store, driver)
+    return JobWorker(
+        jobs,
+        {GC_JOB: collector.run_job},
+        scheduler=Scheduler(jobs, [Periodic(GC_JOB, settings.gc_interval)]),
+        lease=settings.job_lease,
     )
 
 
@@ -185,17 +200,9 @@ def create_app(settings: Settings, *, prepare_database: bool = True) -> ASGIApp:
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         if prepare_database:
             await prepare_service(settings, store)
-        collecting: asyncio.Task[None] | None = None
-        if settings.gc_interval > 0:
-            # Every worker runs the loop; the collector's lock and its record of the
-            # last run make one process collect per interval.
-            collector = garbage_collector(settings, store, driver)
-            collecting = asyncio.create_task(collector.run_periodically(settings.gc_interval))
+        # Garbage collection and other background work run in job worker processes
+        # (``hamn worker``, started by ``hamn serve``), not in the HTTP workers.
         yield
-        if collecting is not None:
-            collecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await collecting
         store.close()
         driver.close()
 
@@ -274,8 +281,8 @@ def create_app(settings: Settings, *, prepare_database: bool = True) -> ASGIApp:
 _PR_SET_PDEATHSIG = 1
 
 
-def _end_with_parent() -> None:
-    """Make this worker die when ``hamn serve`` does, even by SIGKILL (Linux).
+def end_with_parent() -> None:
+    """Make this worker (HTTP or job) die when ``hamn serve`` does, even by SIGKILL (Linux).
 
     Otherwise a worker whose parent was killed lives on as an orphan that keeps
     the port and the database open. granian forks and respawns workers from its
@@ -293,7 +300,7 @@ def _end_with_parent() -> None:
 
 def app_from_environment() -> ASGIApp:
     """Factory for granian workers: settings come from the parent ``hamn serve``."""
-    _end_with_parent()
+    end_with_parent()
     raw = os.environ.get(SETTINGS_ENV)
     settings = Settings.model_validate_json(raw) if raw else Settings()
     configure_logging(settings.log_level)

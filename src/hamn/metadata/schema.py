@@ -25,9 +25,11 @@ The control plane (``identities.py`` reads and writes these):
 - ``authz_state``: one row whose ``version`` moves with every change that can alter
   an authentication or authorisation decision, so caches know when to forget.
 
-Coordination between processes (``leases.py``):
+Coordination between processes (``leases.py``, ``jobs.py``):
 - ``leases``: named, expiring locks every process on the database shares.
 - ``sign_in_failures``: failed sign-ins per client key and time window.
+- ``jobs``: background work (garbage collection...) that worker processes claim,
+  run once and record the outcome of.
 """
 
 from __future__ import annotations
@@ -378,4 +380,27 @@ sign_in_failures = Table(
     Column("window", BigInteger, primary_key=True),
     Column("failures", Integer, nullable=False),
     Index("ix_sign_in_failures_window", "window"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(64), nullable=False),  # picks the handler: 'gc', ...
+    Column("payload", Text, nullable=False),  # a JSON object, the handler's arguments
+    # Set for jobs that must exist once (a periodic job's turn: 'gc@3600s#491234').
+    Column("unique_key", String(200), nullable=True, unique=True),
+    Column("state", String(16), nullable=False),  # queued | running | succeeded | failed
+    Column("attempts", Integer, nullable=False),  # claims so far, the running one included
+    Column("max_attempts", Integer, nullable=False),
+    Column("run_at", TS, nullable=False),  # not claimed before
+    Column("claimed_by", String(200), nullable=True),  # the running claim's token
+    Column("lease_until", TS, nullable=True),  # a running claim expires then
+    Column("last_error", Text, nullable=True),
+    Column("created_at", TS, nullable=False),
+    Column("started_at", TS, nullable=True),
+    Column("finished_at", TS, nullable=True),
+    # The claim looks for queued jobs due and running ones whose lease expired.
+    Index("ix_jobs_state_run_at", "state", "run_at"),
+    Index("ix_jobs_state_lease_until", "state", "lease_until"),
 )

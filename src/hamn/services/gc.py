@@ -43,31 +43,34 @@ left empty.
 
 Work goes in bounded batches (one short transaction each), so a large registry
 never holds the database's writer for long. Only one collection runs at a time
-per data directory: a file lock (``lock_path``) that ``hamn gc`` and every
-``hamn serve`` process take; the file also records when the last one finished,
-so several server processes collect once per interval between them.
+per deployment: each takes the lease ``gc`` in the database
+(:mod:`hamn.storage.leases`), which ``hamn gc`` and every worker share on every
+host. The server's periodic collections are jobs (:mod:`hamn.services.jobs`, the
+kind ``gc``), queued once per ``gc_interval`` and run by one worker process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
-import os
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from hamn.metadata.audit import MetadataAudit
 from hamn.metadata.garbage import BlobLink, GarbageBlob, GarbageStore, UntaggedManifest
+from hamn.metadata.jobs import Job
+from hamn.metadata.leases import LeaseStore
 from hamn.metadata.models import AffectedContent
 from hamn.metadata.store import MetadataStore
+from hamn.services.jobs import Deferred
 from hamn.services.retention import retention_policy
 from hamn.services.soft_delete_policy import KEY as SOFT_DELETE_KEY
 from hamn.services.soft_delete_policy import soft_delete_policy
 from hamn.storage.base import BlobDriver, StorageError, StoredFile
+from hamn.storage.leases import DEFAULT_TTL, HeldLease, Leases, try_lease
 
 log = logging.getLogger("hamn.gc")
 
@@ -79,10 +82,13 @@ DEFAULT_UPLOAD_TIMEOUT = 24 * 3600.0
 BATCH = 100
 #: Items a report lists by name, per kind (the counts and bytes are always complete).
 REPORT_LIMIT = 1000
+#: The lease a collection holds (one at a time per deployment) and the kind of its job.
+LEASE = "gc"
+JOB_KIND = "gc"
 
 
 class CollectionRunning(Exception):
-    """Another garbage collection holds the lock of this data directory."""
+    """Another garbage collection holds the deployment's collection lease."""
 
 
 @dataclass(slots=True)
@@ -134,30 +140,6 @@ class GcReport:
         )
 
 
-@contextlib.contextmanager
-def _exclusive(path: str) -> Iterator[int]:
-    """The collection lock of a data directory, or CollectionRunning."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CollectionRunning(f"another garbage collection holds {path}") from None
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def last_finished(path: str) -> float | None:
-    """When the last collection on this lock finished (POSIX seconds), or None."""
-    try:
-        with open(path) as fh:
-            return float(fh.read().strip() or "nan")
-    except (FileNotFoundError, ValueError):
-        return None
-
-
 class GarbageCollector:
     """Removes unreferenced blob links, blobs and abandoned uploads (see the module)."""
 
@@ -166,7 +148,8 @@ class GarbageCollector:
         store: MetadataStore,
         blobs: BlobDriver,
         *,
-        lock_path: str,
+        leases: Leases | None = None,
+        lease_ttl: float = DEFAULT_TTL,
         grace: float = DEFAULT_GRACE,
         upload_timeout: float = DEFAULT_UPLOAD_TIMEOUT,
         batch: int = BATCH,
@@ -180,7 +163,10 @@ class GarbageCollector:
         self.garbage = GarbageStore(store)
         self.audit = MetadataAudit(store)
         self.blobs = blobs
-        self.lock_path = lock_path
+        #: Where the collection lease lives (the deployment's database by default),
+        #: and how long it outlives a holder that died.
+        self.leases: Leases = leases if leases is not None else LeaseStore(store)
+        self.lease_ttl = lease_ttl
         self.grace = grace
         self.upload_timeout = upload_timeout
         self.batch = batch
@@ -188,30 +174,51 @@ class GarbageCollector:
     async def collect(self, *, dry_run: bool = False) -> GcReport:
         """Run one collection (or, with ``dry_run``, only find what it would remove).
 
-        Raises CollectionRunning when another one holds the lock (a dry run, which
-        removes nothing, takes no lock).
+        Raises CollectionRunning when another one holds the lease (a dry run, which
+        removes nothing, takes no lease), or when this one loses it midway (the
+        database was out of reach for longer than the lease lives).
         """
         if dry_run:
             return await self._collect(dry_run=True)
-        with _exclusive(self.lock_path) as fd:
-            report = await self._collect(dry_run=False)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{time.time():.3f}\n".encode(), 0)
-        return report
+        lease = await try_lease(self.leases, LEASE, ttl=self.lease_ttl)
+        if lease is None:
+            raise CollectionRunning("another garbage collection is running (lease gc)")
+        try:
+            return await self._collect(dry_run=False, lease=lease)
+        finally:
+            try:
+                await lease.release()
+            except Exception:  # it expires by itself
+                log.warning("could not release the collection lease", exc_info=True)
 
-    async def _collect(self, *, dry_run: bool) -> GcReport:
+    async def run_job(self, job: Job) -> None:
+        """The handler of ``gc`` jobs: one collection. Another collection running
+        (``hamn gc``, or a dead worker's lease not yet expired) defers the job."""
+        try:
+            await self.collect()
+        except CollectionRunning as exc:
+            raise Deferred(str(exc), delay=self.lease_ttl) from None
+
+    async def _collect(self, *, dry_run: bool, lease: HeldLease | None = None) -> GcReport:
         started = time.time()
         report = GcReport(
             dry_run, self.grace, self.upload_timeout, datetime.fromtimestamp(started, UTC)
         )
         cutoff = started - self.grace
-        await self._purge_deleted(report, _utc(started))
-        await self._retention(report, _utc(started), untagged_before=_utc(cutoff))
-        await self._links(report, _utc(cutoff))
-        await self._blob_rows(report, _utc(cutoff))
-        await self._orphan_blob_files(report, cutoff)
-        await self._uploads(report, started - self.upload_timeout)
-        await self._orphan_upload_files(report, cutoff)
+        phases: list[Callable[[], Awaitable[None]]] = [
+            lambda: self._purge_deleted(report, _utc(started)),
+            lambda: self._retention(report, _utc(started), untagged_before=_utc(cutoff)),
+            lambda: self._links(report, _utc(cutoff)),
+            lambda: self._blob_rows(report, _utc(cutoff)),
+            lambda: self._orphan_blob_files(report, cutoff),
+            lambda: self._uploads(report, started - self.upload_timeout),
+            lambda: self._orphan_upload_files(report, cutoff),
+        ]
+        for phase in phases:
+            if lease is not None and lease.lost:
+                # Another collection may have the lease now: leave the rest to it.
+                raise CollectionRunning("the collection lost its lease midway")
+            await phase()
         report.seconds = time.time() - started
         log.info(
             "garbage collection %s: %d soft-deleted manifests purged, "
@@ -230,28 +237,6 @@ class GarbageCollector:
             f"; {report.in_use} in use, left" if report.in_use else "",
         )
         return report
-
-    async def run_periodically(self, interval: float) -> None:
-        """Collect about every ``interval`` seconds, for as long as the task runs.
-
-        Every server process runs this; the lock and the time the last collection
-        finished (kept in the lock file) make one of them collect per interval.
-        A failed collection is logged and tried again at the next turn.
-        """
-        tick = min(interval, 60.0)
-        while True:
-            await asyncio.sleep(tick)
-            finished = last_finished(self.lock_path)
-            if finished is not None and time.time() - finished < interval:
-                continue
-            try:
-                await self.collect()
-            except CollectionRunning:
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("garbage collection failed; trying again in %.0f s", tick)
 
     # -- the phases ---------------------------------------------------------------
     async def _purge_deleted(self, report: GcReport, now: datetime) -> None:
