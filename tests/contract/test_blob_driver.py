@@ -1,10 +1,11 @@
 """The BlobDriver contract (hamn.storage.base), one suite run against every driver.
 
 To add a backend, add a factory to ``DRIVERS``: it gets the test's temporary
-directory and returns a fresh, empty driver, or calls ``pytest.skip`` when the
-service it needs is not configured (e.g. ``HAMN_TEST_S3_URL`` unset). Tests here
-use only the protocol; the few facts that hold for local disks alone are checked
-through ``local_path``, which other backends answer with None.
+directory and an exit stack for its clean-up, and returns a fresh, empty driver,
+or calls ``pytest.skip`` when the service it needs is not configured (e.g.
+``HAMN_TEST_S3_ENDPOINT`` unset: see object_storage_support). Tests here use only
+the protocol; the few facts that hold for local disks alone are checked through
+``local_path``, which other backends answer with None.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from object_storage_support import object_driver
 
 from hamn.oci.digest import digest_bytes
 from hamn.storage import (
@@ -29,12 +32,21 @@ from hamn.storage import (
 
 T = TypeVar("T")
 Run = Callable[[Awaitable[T]], T]
-DriverFactory = Callable[[Path], BlobDriver]
+DriverFactory = Callable[[Path, ExitStack], BlobDriver]
 
 
 def _filesystem(*, fsync: bool) -> DriverFactory:
-    def make(tmp: Path) -> BlobDriver:
-        return create_driver("filesystem", root=str(tmp / "storage"), fsync=fsync)
+    def make(tmp: Path, stack: ExitStack) -> BlobDriver:
+        driver = create_driver("filesystem", root=str(tmp / "storage"), fsync=fsync)
+        stack.callback(driver.close)
+        return driver
+
+    return make
+
+
+def _objects(backend: str) -> DriverFactory:
+    def make(tmp: Path, stack: ExitStack) -> BlobDriver:
+        return object_driver(backend, tmp, stack)
 
     return make
 
@@ -42,6 +54,8 @@ def _filesystem(*, fsync: bool) -> DriverFactory:
 DRIVERS: dict[str, DriverFactory] = {
     "filesystem": _filesystem(fsync=True),
     "filesystem-nofsync": _filesystem(fsync=False),
+    "azure": _objects("azure"),
+    "s3": _objects("s3"),
 }
 
 
@@ -57,8 +71,9 @@ def run() -> Iterator[Run[Any]]:
 
 
 @pytest.fixture(params=sorted(DRIVERS))
-def driver(request: pytest.FixtureRequest, tmp_path: Path) -> BlobDriver:
-    return DRIVERS[request.param](tmp_path)
+def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobDriver]:
+    with ExitStack() as stack:
+        yield DRIVERS[request.param](tmp_path, stack)
 
 
 async def collect(chunks: AsyncIterator[bytes]) -> bytes:

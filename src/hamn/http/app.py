@@ -41,6 +41,7 @@ from hamn.http.v2 import DataPlane
 from hamn.logs import configure_logging
 from hamn.metadata.identities import IdentityStore
 from hamn.metadata.jobs import JobStore
+from hamn.metadata.leases import LeaseStore
 from hamn.metadata.sign_in_failures import SignInFailureStore
 from hamn.metadata.store import MetadataStore, create_metadata_engine, migrate
 from hamn.services.acr_metadata import AcrMetadataService
@@ -113,6 +114,26 @@ def job_worker(settings: Settings, store: MetadataStore, driver: BlobDriver) -> 
     )
 
 
+def blob_driver(settings: Settings, store: MetadataStore) -> BlobDriver:
+    """The deployment's blob driver; object-storage drivers keep their locks as leases
+    in ``store``'s database, shared by every process."""
+    return create_driver(
+        settings.storage_driver,
+        root=settings.resolved_storage_root,
+        fsync=settings.fsync,
+        prefix=settings.storage_prefix,
+        leases=LeaseStore(store),
+        spool_dir=settings.resolved_spool_dir,
+        azure_connection_string=settings.azure_connection_string,
+        azure_container=settings.azure_container,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        s3_region=settings.s3_region,
+        s3_bucket=settings.s3_bucket,
+        s3_access_key_id=settings.s3_access_key_id,
+        s3_secret_access_key=settings.s3_secret_access_key,
+    )
+
+
 @contextlib.contextmanager
 def deployment_stores(settings: Settings) -> Iterator[tuple[MetadataStore, BlobDriver]]:
     """The metadata store and blob driver of the deployment ``settings`` describe,
@@ -122,9 +143,7 @@ def deployment_stores(settings: Settings) -> Iterator[tuple[MetadataStore, BlobD
         settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
     )
     store = MetadataStore(engine, threads=1)
-    driver = create_driver(
-        settings.storage_driver, root=settings.resolved_storage_root, fsync=settings.fsync
-    )
+    driver = blob_driver(settings, store)
     try:
         yield store, driver
     finally:
@@ -147,9 +166,7 @@ def create_app(settings: Settings, *, prepare_database: bool = True) -> ASGIApp:
     if prepare_database:
         migrate(engine)
     store = MetadataStore(engine)
-    driver = create_driver(
-        settings.storage_driver, root=settings.resolved_storage_root, fsync=settings.fsync
-    )
+    driver = blob_driver(settings, store)
     registry = RegistryService(
         store,
         driver,
