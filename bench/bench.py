@@ -19,27 +19,55 @@ import argparse
 import contextlib
 import datetime as dt
 import hashlib
-import http.client
 import json
 import os
 import platform
 import random
 import re
-import secrets
-import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from procs import (
+    BenchError,
+    Proc,
+    RssSampler,
+    free_port,
+    http_request,
+    loadavg,
+    run,
+    say,
+    stop_all,
+    tree_cpu,
+    trees_cpu,
+    wait_ready,
+)
+from scaled_report import scaled_report
+from services import nginx_config
+from tables import ROWS, cell, dig, fmt, ratio, table
+from targets import (
+    CLASSIC,
+    D2,
+    D3,
+    HAMN,
+    SCALED,
+    SCALED_DEFAULT,
+    SharedServices,
+    Started,
+    TargetSpec,
+    distribution_spec,
+    hamn_spec,
+    scaled_spec,
+    start_target,
+)
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -53,11 +81,9 @@ ACCEPT = (
     "application/vnd.docker.distribution.manifest.v2+json"
 )
 
-HAMN = "hamn"
-D2 = "distribution-2.8.2"
-D3 = "distribution-3.x"
-TARGETS = (HAMN, D2, D3)
+TARGETS = CLASSIC
 ALIASES = {
+    **{name: name for name in SCALED},
     "hamn": HAMN,
     "d2": D2,
     "dist2": D2,
@@ -75,10 +101,6 @@ SHORT = {HAMN: "hamn", D2: "2.8.2", D3: "3.x"}
 # How much an RSS peak during the big push may exceed the peak during a small push
 # before we say memory grows with blob size (one 16 MiB chunk buffered twice is fine).
 RSS_GROWTH_LIMIT = 32 * MiB
-
-
-class BenchError(Exception):
-    """A workload failed on a target; the message is what the report shows."""
 
 
 # ----------------------------------------------------------------------------- settings
@@ -112,227 +134,6 @@ class Settings:
             if value is not None:
                 setattr(s, name, value)
         return s
-
-
-# ----------------------------------------------------------------------------- processes
-
-_started: list[Proc] = []
-
-
-class Proc:
-    """A process this benchmark started; stopped by its own PID only."""
-
-    def __init__(
-        self,
-        name: str,
-        argv: list[str],
-        log: Path,
-        *,
-        env: dict[str, str] | None = None,
-        stdin: int | None = subprocess.DEVNULL,
-        stdout: int | None = None,
-    ) -> None:
-        self.name = name
-        self.argv = argv
-        self.log_path = log
-        self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        self.popen = subprocess.Popen(
-            argv,
-            stdin=stdin,
-            stdout=stdout if stdout is not None else self._log,
-            stderr=self._log,
-            env=env,
-            start_new_session=True,
-        )
-        self.pid = self.popen.pid
-        _started.append(self)
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(text[-lines:])
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, sig)
-            try:
-                self.popen.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.pid, signal.SIGKILL)
-                self.popen.wait(timeout=15)
-        # Children the process left behind (its own session), by PID, if any.
-        for pid in _session_members(self.pid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        self._log.close()
-        if self in _started:
-            _started.remove(self)
-
-
-def _session_members(sid: int) -> list[int]:
-    """PIDs still alive in the session a stopped process led (its orphans)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and int(entry) != sid:  # field 6 (session) is [3] after ")"
-            found.append(int(entry))
-    return found
-
-
-def stop_all() -> None:
-    for proc in list(reversed(_started)):
-        with contextlib.suppress(Exception):
-            proc.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def http_request(
-    port: int, method: str, path: str, headers: dict[str, str] | None = None, timeout: float = 10
-) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request(method, path, headers=headers or {})
-        resp = conn.getresponse()
-        body = resp.read()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
-    finally:
-        conn.close()
-
-
-def wait_ready(proc: Proc, port: int, path: str = "/v2/", timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise BenchError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.log_tail()}")
-        try:
-            status, _, _ = http_request(port, "GET", path, timeout=1)
-            if status in (200, 401):
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise BenchError(
-        f"{proc.name} did not answer {path} within {timeout:.0f} s:\n{proc.log_tail()}"
-    )
-
-
-def run(
-    argv: list[str], timeout: float, *, cwd: Path | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env, check=False
-        )
-    except subprocess.TimeoutExpired as e:
-        raise BenchError(f"{shlex.join(argv)} took longer than {timeout:.0f} s") from e
-
-
-# ----------------------------------------------------------------------------- RSS sampling
-
-
-def _tree(pid: int) -> list[int]:
-    """The process and all its descendants (from /proc/<pid>/task/<tid>/children)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            tasks = os.listdir(f"/proc/{p}/task")
-        except OSError:
-            continue
-        for t in tasks:
-            try:
-                with open(f"/proc/{p}/task/{t}/children") as f:
-                    todo.extend(int(c) for c in f.read().split())
-            except OSError:
-                continue
-    return out
-
-
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def tree_rss(pid: int) -> int:
-    total = 0
-    for p in _tree(pid):
-        try:
-            with open(f"/proc/{p}/statm") as f:
-                total += int(f.read().split()[1]) * PAGE
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
-
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by a process tree's live members."""
-    total = 0
-    for p in _tree(pid):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / TICK
-
-
-class RssSampler(threading.Thread):
-    """Samples the RSS of a process tree every ``interval`` s; keeps the max per phase."""
-
-    def __init__(self, pid: int, interval: float = 0.02) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.interval = pid, interval
-        self.phase = "start"
-        self.peaks: dict[str, int] = {}
-        self.samples = 0
-        self._lock = threading.Lock()
-        self._halt = threading.Event()
-
-    def sample(self) -> None:
-        rss = tree_rss(self.pid)
-        with self._lock:
-            self.samples += 1
-            self.peaks[self.phase] = max(self.peaks.get(self.phase, 0), rss)
-
-    def set_phase(self, phase: str) -> None:
-        self.sample()
-        with self._lock:
-            self.phase = phase
-        self.sample()
-
-    def run(self) -> None:
-        while not self._halt.wait(self.interval):
-            self.sample()
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(timeout=5)
-        self.sample()
-
-    def peak(self) -> int:
-        with self._lock:
-            return max(self.peaks.values(), default=0)
 
 
 # ----------------------------------------------------------------------------- clients
@@ -488,8 +289,6 @@ def start_nginx(work: Path, blob: Path, small: bytes) -> tuple[Proc, int]:
     base = work / "nginx"
     www = base / "www"
     www.mkdir(parents=True, exist_ok=True)
-    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (base / "tmp" / sub).mkdir(parents=True, exist_ok=True)
     target = www / "blob.bin"
     try:
         os.link(blob, target)
@@ -501,32 +300,17 @@ def start_nginx(work: Path, blob: Path, small: bytes) -> tuple[Proc, int]:
     for p in (target, www / "manifest.json"):
         p.chmod(0o644)
     port = free_port()
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    conf = base / "nginx.conf"
-    conf.write_text(
-        f"""{user}worker_processes auto;
-daemon off;
-pid {base}/nginx.pid;
-error_log {base}/error.log error;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    sendfile on;
+    conf = nginx_config(
+        base,
+        f"""    sendfile on;
     tcp_nopush on;
-    keepalive_requests 1000000;
     default_type application/octet-stream;
-    client_body_temp_path {base}/tmp/body;
-    proxy_temp_path {base}/tmp/proxy;
-    fastcgi_temp_path {base}/tmp/fastcgi;
-    uwsgi_temp_path {base}/tmp/uwsgi;
-    scgi_temp_path {base}/tmp/scgi;
     server {{
         listen 127.0.0.1:{port};
         root {www};
         location / {{ }}
     }}
-}}
-"""
+""",
     )
     proc = Proc("nginx", ["nginx", "-p", str(base), "-c", str(conf)], base / "stderr.log")
     wait_ready(proc, port, "/manifest.json", timeout=15)
@@ -612,98 +396,6 @@ def machine_limits(work: Path, blob: Path, settings: Settings) -> dict[str, Any]
     return out
 
 
-# ----------------------------------------------------------------------------- targets
-
-
-@dataclass
-class TargetSpec:
-    name: str
-    argv_prefix: list[str]
-    version: str = ""
-    kind: str = "distribution"
-    env: dict[str, str] = field(default_factory=dict)
-    #: (username, password) the clients sign in with; None: no authentication
-    creds: tuple[str, str] | None = None
-
-
-def hamn_spec(cmd: str | None) -> TargetSpec | str:
-    env = dict(os.environ)
-    if cmd:
-        prefix = shlex.split(cmd)
-    else:
-        prefix = [sys.executable, "-m", "hamn"]
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(ROOT / "src"), env.get("PYTHONPATH", "")) if p
-        )
-    try:
-        r = run([*prefix, "serve", "--help"], 60, env=env)
-    except (BenchError, OSError) as e:
-        return f"`{shlex.join([*prefix, 'serve', '--help'])}` failed: {e}"
-    if r.returncode != 0:
-        tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or [""]
-        return f"`{shlex.join([*prefix, 'serve', '--help'])}` exited {r.returncode}: {tail[0]}"
-    version = ""
-    with contextlib.suppress(BenchError, OSError):
-        v = run([*prefix, "--version"], 30, env=env)
-        version = v.stdout.strip() if v.returncode == 0 else ""
-    # hamn always authenticates: its first owner is made from these on first start.
-    creds = ("bench-owner", secrets.token_urlsafe(24))
-    env.update(HAMN_BOOTSTRAP_USERNAME=creds[0], HAMN_BOOTSTRAP_PASSWORD=creds[1])
-    return TargetSpec(HAMN, prefix, version or "working tree", "hamn", env, creds)
-
-
-def distribution_spec(name: str, binary: str) -> TargetSpec | str:
-    path = Path(binary)
-    if not (path.is_file() and os.access(path, os.X_OK)):
-        hint = " (scripts/install-tools builds it)" if name == D3 else ""
-        return f"{binary} not found{hint}"
-    v = run([str(path), "--version"], 30)
-    return TargetSpec(name, [str(path)], v.stdout.strip().split(" ", 1)[-1] or "?")
-
-
-def distribution_config(data: Path, port: int) -> str:
-    # Distribution's own sample config enables the in-memory blob descriptor cache; so do we.
-    return f"""version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: {data}
-  delete:
-    enabled: true
-  cache:
-    blobdescriptor: inmemory
-http:
-  addr: 127.0.0.1:{port}
-"""
-
-
-def start_target(spec: TargetSpec, tdir: Path) -> tuple[Proc, int]:
-    data = tdir / "data"
-    data.mkdir(parents=True)
-    port = free_port()
-    if spec.kind == "hamn":
-        argv = [
-            *spec.argv_prefix,
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data),
-        ]
-        proc = Proc(spec.name, argv, tdir / "server.log", env=spec.env)
-    else:
-        conf = tdir / "config.yml"
-        conf.write_text(distribution_config(data, port))
-        proc = Proc(spec.name, [*spec.argv_prefix, "serve", str(conf)], tdir / "server.log")
-    wait_ready(proc, port)
-    return proc, port
-
-
 # ----------------------------------------------------------------------------- workloads
 
 
@@ -713,19 +405,18 @@ class TargetRun:
     def __init__(
         self,
         spec: TargetSpec,
-        port: int,
-        proc: Proc,
+        started: Started,
         work: Path,
         blob: Path,
         small_blob: Path,
         settings: Settings,
     ) -> None:
-        self.spec, self.port, self.proc = spec, port, proc
-        self.url = f"http://127.0.0.1:{port}"
+        self.spec, self.started, self.port = spec, started, started.port
+        self.url = f"http://127.0.0.1:{self.port}"
         self.work, self.blob, self.small_blob, self.s = work, blob, small_blob, settings
         self.results: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
-        self.rss = RssSampler(proc.pid)
+        self.rss = RssSampler(started.pids)
         self.client_env = None
         if spec.creds:
             self.client_env = {
@@ -758,16 +449,15 @@ class TargetRun:
     def step(self, key: str, fn: Callable[[], Any]) -> Any:
         say(f"  {self.spec.name}: {key}")
         t0 = time.monotonic()
-        cpu0 = tree_cpu(self.proc.pid)
+        cpu0 = trees_cpu(self.started.pids)
+        services = self.started.services
+        service_cpu0 = {name: tree_cpu(pid, reaped=True) for name, pid in services.items()}
         try:
             value = fn()
         except BenchError as e:
             msg = str(e)
-            if not self.proc.alive():
-                msg += (
-                    f"\n(server exited with {self.proc.popen.returncode}; log tail:\n"
-                    f"{self.proc.log_tail()})"
-                )
+            if not self.started.alive():
+                msg += self.started.exit_note()
             self.errors[key] = msg
             say(f"    ERROR: {msg}")
             return None
@@ -778,7 +468,13 @@ class TargetRun:
         wall = time.monotonic() - t0
         if isinstance(value, dict) and wall > 0:
             # Includes warm-up runs and setup inside the step: a rough figure.
-            value["server_cores"] = (tree_cpu(self.proc.pid) - cpu0) / wall
+            value["server_cores"] = (trees_cpu(self.started.pids) - cpu0) / wall
+            if services:
+                # What the front, the storage service and the database used meanwhile.
+                value["service_cores"] = {
+                    name: (tree_cpu(pid, reaped=True) - service_cpu0[name]) / wall
+                    for name, pid in services.items()
+                }
         self.results[key] = value
         say(f"    {brief(value)}  ({wall:.1f} s)")
         return value
@@ -1067,117 +763,6 @@ def brief(value: Any) -> str:
     return ", ".join(parts) or json.dumps(value)[:200]
 
 
-# ----------------------------------------------------------------------------- report
-
-
-def fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, int):
-        return f"{v:,}"
-    if isinstance(v, float):
-        a = abs(v)
-        if a >= 100:
-            return f"{v:,.0f}"
-        if a >= 10:
-            return f"{v:.1f}"
-        return f"{v:.2f}"
-    return str(v)
-
-
-def dig(d: Any, path: str) -> Any:
-    for part in path.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return None
-        d = d[part]
-    return d
-
-
-# (section, label, result path, higher_is_better)
-ROWS: list[tuple[str, str, str, bool | None]] = [
-    ("2. 256 MiB blob", "push monolithic MiB/s, best", "blob_push.mono_mib_s.best", True),
-    ("2. 256 MiB blob", "push monolithic MiB/s, median", "blob_push.mono_mib_s.median", True),
-    ("2. 256 MiB blob", "push chunked MiB/s, best", "blob_push.chunked_mib_s.best", True),
-    ("2. 256 MiB blob", "push chunked MiB/s, median", "blob_push.chunked_mib_s.median", True),
-    ("2. 256 MiB blob", "pull MiB/s, best", "blob_pull.mib_s.best", True),
-    ("2. 256 MiB blob", "pull MiB/s, median", "blob_pull.mib_s.median", True),
-    ("2. 256 MiB blob", "server cores used while pushing", "blob_push.server_cores", None),
-    ("3. manifest by tag", "GET req/s (wrk)", "manifest_get.rps", True),
-    ("3. manifest by tag", "GET p99 ms (wrk)", "manifest_get.p99_ms", False),
-    ("3. manifest by tag", "HEAD req/s (benchclient)", "manifest_head.rps", True),
-    ("3. manifest by tag", "HEAD p99 ms (benchclient)", "manifest_head.p99_ms", False),
-    ("3. manifest by tag", "GET req/s (benchclient)", "manifest_get_benchclient.rps", True),
-    ("3. manifest by tag", "GET p99 ms (benchclient)", "manifest_get_benchclient.p99_ms", False),
-    ("3. manifest by tag", "server cores used, wrk GET", "manifest_get.server_cores", None),
-    ("4. tags", "tags/list of 1,000: req/s", "tags_list.rps", True),
-    ("4. tags", "tags/list of 1,000: p99 ms", "tags_list.p99_ms", False),
-    ("4. tags", "walk n=100: full walk ms, best", "tags_walk.ms.best", False),
-    ("4. tags", "walk n=100: pages", "tags_walk.pages", None),
-    ("4. tags", "walk n=100: pages/s", "tags_walk.pages_s", True),
-    ("4. tags", "walk n=100: tags/s", "tags_walk.tags_s", True),
-    ("4. tags", "walk: server honours n", "tags_walk.honours_n", None),
-    ("4. tags", "setup: tags created/s (not a goal)", "walk_setup.rate", None),
-    ("5. small layers", "POST+PUT layers/s, best", "small_layers.per_s.best", True),
-    ("5. small layers", "POST+PUT layers/s, median", "small_layers.per_s.median", True),
-    ("5. small layers", "client cores used", "small_layers.client_cores", None),
-    ("5. small layers", "server cores used (approx.)", "small_layers.server_cores", None),
-    ("5. small layers", "single POST layers/s, best", "small_layers_single_post.per_s.best", True),
-    ("6. memory (RSS of the process tree)", "idle MiB", "memory.idle_mib", False),
-    (
-        "6. memory (RSS of the process tree)",
-        "peak during small pushes MiB",
-        "memory.small_push_mib",
-        False,
-    ),
-    (
-        "6. memory (RSS of the process tree)",
-        "peak during 256 MiB pushes MiB",
-        "memory.big_push_mib",
-        False,
-    ),
-    ("6. memory (RSS of the process tree)", "growth big - small MiB", "memory.growth_mib", False),
-    ("6. memory (RSS of the process tree)", "flat (growth <= 32 MiB)", "memory.flat", None),
-    (
-        "6. memory (RSS of the process tree)",
-        "peak over the whole run MiB",
-        "memory.peak_mib",
-        False,
-    ),
-]
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "  ".join("-" * w for w in widths)
-
-    def one(r: list[str]) -> str:
-        return "  ".join(
-            str(c).ljust(w) if i == 0 else str(c).rjust(w)
-            for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        )
-
-    return "\n".join([one(header), line, *(one(r) for r in rows)])
-
-
-def ratio(a: Any, b: Any) -> float | None:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return None
-    if isinstance(a, int | float) and isinstance(b, int | float) and b:
-        return float(a) / float(b)
-    return None
-
-
-def unsupported_cell(res: dict[str, Any], path: str) -> str | None:
-    key = path.split(".")[0]
-    if isinstance(res.get(key), dict) and res[key].get("unsupported"):
-        return "n/a"
-    if key in res.get("_errors", {}):
-        return "ERR"
-    return None
-
-
 def report(doc: dict[str, Any]) -> str:
     out: list[str] = []
     lim = doc["limits"]
@@ -1211,18 +796,28 @@ def report(doc: dict[str, Any]) -> str:
         if key in lim:
             out.append(f"  {key}: {lim[key]}")
 
+    if cols:
+        out.extend(classic_tables(doc, cols))
+    scaled = scaled_report(doc)
+    if scaled:
+        out.append("")
+        out.extend(scaled)
+    notes = doc.get("notes") or []
+    if notes:
+        out.append("")
+        out.append("Notes")
+        out.extend(f"  - {n}" for n in notes)
+    return "\n".join(out)
+
+
+def classic_tables(doc: dict[str, Any], cols: list[str]) -> list[str]:
+    """Sections 2-6 and the goals, for the classic targets that ran."""
+    targets = doc["targets"]
+    out: list[str] = []
     header = ["", *cols, f"{SHORT[HAMN]}/{SHORT[D2]}", f"{SHORT[HAMN]}/{SHORT[D3]}"]
     sections: dict[str, list[list[str]]] = {}
     for section, label, path, higher in ROWS:
-        cells = []
-        for t in cols:
-            res = {**targets[t]["results"], "_errors": targets[t]["errors"]}
-            if path == "walk_setup.rate":
-                ws = res.get("walk_setup")
-                val = ws["tags"] / ws["setup_seconds"] if ws else None
-            else:
-                val = dig(res, path)
-            cells.append(unsupported_cell(res, path) if val is None else fmt(val))
+        cells = [cell(targets[t], path) for t in cols]
         h = targets.get(HAMN, {}).get("results", {})
         ratios = []
         for other in (D2, D3):
@@ -1262,12 +857,7 @@ def report(doc: dict[str, Any]) -> str:
             [[g["goal"], *[g["verdicts"].get(t, "-") for t in cols]] for g in doc["goals"]],
         )
     )
-    notes = doc.get("notes") or []
-    if notes:
-        out.append("")
-        out.append("Notes")
-        out.extend(f"  - {n}" for n in notes)
-    return "\n".join(out)
+    return out
 
 
 def goals(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -1318,21 +908,6 @@ def goals(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-# ----------------------------------------------------------------------------- main
-
-
-_T0 = time.monotonic()
-
-
-def say(msg: str) -> None:
-    print(f"[{time.monotonic() - _T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-
-def loadavg() -> list[float]:
-    with open("/proc/loadavg") as f:
-        return [float(x) for x in f.read().split()[:3]]
-
-
 def make_random_file(path: Path, size: int) -> None:
     with open(path, "wb") as f:
         left = size
@@ -1361,8 +936,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument(
         "--targets",
-        default=",".join(TARGETS),
-        help="comma-separated: hamn, distribution-2.8.2 (d2), distribution-3.x (d3); default: all",
+        help="comma-separated: hamn, distribution-2.8.2 (d2), distribution-3.x (d3) (the "
+        f"classic group), {', '.join(SCALED)} (the scaled group), or the group names "
+        "classic, scaled, all; default: classic",
+    )
+    p.add_argument(
+        "--scaled",
+        action="store_true",
+        help="run the scaled group only (same as --targets scaled): hamn on PostgreSQL and "
+        "Azurite with 1 and 2 processes and Distribution 3.x on Azurite (and the S3 pair "
+        "when SeaweedFS is installed), all behind nginx",
+    )
+    p.add_argument(
+        "--scaled-workers",
+        type=int,
+        default=1,
+        help="`hamn serve --workers` of each process of the scaled hamn targets (default 1: "
+        "one process is one worker, so 1 -> 2 processes is 1 -> 2 workers)",
     )
     p.add_argument(
         "--quick",
@@ -1469,15 +1059,7 @@ def finish(
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     settings = Settings.make(args)
-    wanted = []
-    for t in args.targets.split(","):
-        t = t.strip().lower()
-        if not t:
-            continue
-        if t not in ALIASES:
-            raise SystemExit(f"bench: unknown target {t!r} (choose from {', '.join(TARGETS)})")
-        if ALIASES[t] not in wanted:
-            wanted.append(ALIASES[t])
+    wanted = wanted_targets(args)
     for tool in ("wrk", "curl", "nginx"):
         if not shutil.which(tool):
             raise SystemExit(f"bench: {tool} is needed and not on PATH")
@@ -1485,14 +1067,18 @@ def main(argv: list[str]) -> int:
     started = dt.datetime.now(dt.UTC)
     notes: list[str] = []
     specs: list[TargetSpec] = []
+    hamn = hamn_spec(args.hamn_cmd) if {HAMN, *SCALED} & set(wanted) else "not wanted"
+    d3 = distribution_spec(D3, args.registry_v3) if {D3, *SCALED} & set(wanted) else "-"
     for name in wanted:
         spec: TargetSpec | str
         if name == HAMN:
-            spec = hamn_spec(args.hamn_cmd)
+            spec = hamn
         elif name == D2:
             spec = distribution_spec(name, args.registry_v2)
+        elif name == D3:
+            spec = d3
         else:
-            spec = distribution_spec(name, args.registry_v3)
+            spec = scaled_spec(name, hamn, d3, args.scaled_workers)
         if isinstance(spec, str):
             notes.append(f"{name} skipped: {spec}")
             say(f"bench: {name} skipped: {spec}")
@@ -1517,7 +1103,9 @@ def main(argv: list[str]) -> int:
         "targets": {},
     }
     say(f"bench: targets in this order: {', '.join(s.name for s in specs) or '(none)'}")
-    with workdir(args.keep) as work:
+    shared = SharedServices()
+    with workdir(args.keep) as work, contextlib.ExitStack() as stack:
+        stack.callback(shared.stop)
         blob = work / "blob.bin"
         small_blob = work / "small.bin"
         say(f"bench: making a {settings.blob_mib} MiB random blob")
@@ -1531,27 +1119,34 @@ def main(argv: list[str]) -> int:
             say(f"bench: starting {spec.name} ({spec.version})")
             entry: dict[str, Any] = {
                 "version": spec.version,
+                "group": spec.group,
                 "auth": "bearer tokens (token flow)" if spec.creds else "none",
                 "results": {},
                 "errors": {},
                 "loadavg_before": loadavg(),
             }
+            if spec.group == "scaled":
+                entry["setup"] = {
+                    "storage": spec.storage,
+                    "processes": spec.processes,
+                    "workers": spec.workers,
+                }
             t0 = time.monotonic()
             try:
-                proc, port = start_target(spec, tdir)
+                started_target = start_target(spec, tdir, shared)
             except BenchError as e:
                 entry["errors"]["start"] = str(e)
                 say(f"  ERROR: {e}")
                 doc["targets"][spec.name] = entry
                 continue
+            entry["setup"] = {**entry.get("setup", {}), **started_target.setup}
             try:
-                tr = TargetRun(spec, port, proc, work, blob, small_blob, settings)
+                tr = TargetRun(spec, started_target, work, blob, small_blob, settings)
                 tr.run_all()
                 entry["results"], entry["errors"] = tr.results, tr.errors
-                entry["server_pid"] = proc.pid
+                entry["server_pids"] = started_target.pids
             finally:
-                say(f"bench: stopping {spec.name} (pid {proc.pid})")
-                proc.stop()
+                started_target.stop()
             entry["seconds"] = time.monotonic() - t0
             entry["loadavg_after"] = loadavg()
             doc["targets"][spec.name] = entry
@@ -1559,6 +1154,34 @@ def main(argv: list[str]) -> int:
         if not args.keep:
             say("bench: removing the data directories (slow on this disk for many small files)")
     return 0
+
+
+def wanted_targets(args: argparse.Namespace) -> list[str]:
+    """The target names ``--targets`` / ``--scaled`` ask for, groups expanded, in order."""
+    given = args.targets or ("scaled" if args.scaled else "classic")
+    if args.scaled and args.targets:
+        raise SystemExit("bench: --scaled is --targets scaled; give one of them")
+    groups = {
+        "classic": list(CLASSIC),
+        "scaled": list(SCALED_DEFAULT),
+        "all": [*CLASSIC, *SCALED_DEFAULT],
+    }
+    wanted: list[str] = []
+    for t in given.split(","):
+        t = t.strip().lower()
+        if not t:
+            continue
+        if t in groups:
+            names = groups[t]
+        elif t in ALIASES:
+            names = [ALIASES[t]]
+        else:
+            raise SystemExit(
+                f"bench: unknown target {t!r} (choose from {', '.join([*CLASSIC, *SCALED])}, "
+                "or classic, scaled, all)"
+            )
+        wanted.extend(n for n in names if n not in wanted)
+    return wanted
 
 
 def _on_signal(signum: int, _frame: Any) -> None:
