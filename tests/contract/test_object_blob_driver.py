@@ -170,6 +170,21 @@ def test_every_way_out_releases_the_lease(
     assert run(driver.leases.acquire(f"upload:{upload_id}", "someone-else", 30))
 
 
+def test_a_blob_pushed_again_while_it_streams_reads_on(
+    driver: ObjectStorageDriver, run: Run[Any]
+) -> None:
+    data = os.urandom(9 * MiB)
+    digest = run(put_blob(driver, data))
+
+    async def read_across_a_push() -> bytes:
+        chunks = driver.read(digest)
+        first = await anext(chunks)
+        await put_blob(driver, data)  # the same bytes published again: a new object
+        return first + b"".join([c async for c in chunks])
+
+    assert run(read_across_a_push()) == data
+
+
 # -- storage service --------------------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ from azure.storage.blob import (
     BlobSasPermissions,
     BlobServiceClient,
     ExponentialRetry,
+    StorageStreamDownloader,
     generate_blob_sas,
 )
 
@@ -48,6 +49,13 @@ def parse_connection_string(connection_string: str) -> dict[str, str]:
         if sep and name.strip():
             pairs[name.strip()] = value.strip()
     return pairs
+
+
+def _total_size(download: StorageStreamDownloader[bytes]) -> int:
+    """The whole blob's size, from a ranged download's Content-Range (``bytes a-b/total``)."""
+    content_range = download.properties.content_range or ""
+    total = content_range.rpartition("/")[2]
+    return int(total) if total.isdigit() else download.properties.size
 
 
 @contextlib.contextmanager
@@ -120,14 +128,26 @@ class AzureObjects:
             self._blob(key).upload_blob(data, overwrite=True)
 
     def get(self, key: str, offset: int, length: int | None) -> Iterator[bytes]:
-        """A ranged download, streamed in blocks."""
-        with _errors(key):
-            download = self._blob(key).download_blob(offset=offset, length=length)
-        return self._chunks(key, download.chunks())
+        """Ranged downloads of one block each. Not the SDK's chunked download: that pins
+        the blob's ETag, so a blob pushed again (the same bytes, a new ETag) would fail
+        the reads streaming it."""
+        first = self._range(key, offset, _BLOCK if length is None else min(_BLOCK, length))
+        end = _total_size(first) if length is None else offset + length
+        return self._chunks(key, first.readall(), offset, end)
 
-    def _chunks(self, key: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    def _range(self, key: str, offset: int, length: int) -> StorageStreamDownloader[bytes]:
         with _errors(key):
-            yield from chunks
+            return self._blob(key).download_blob(offset=offset, length=length)
+
+    def _chunks(self, key: str, first: bytes, offset: int, end: int) -> Iterator[bytes]:
+        chunk = first
+        while True:
+            yield chunk
+            offset += len(chunk)
+            want = min(_BLOCK, end - offset)
+            if want <= 0 or len(chunk) < _BLOCK:
+                return  # done, or the blob ended early (the driver counts what came)
+            chunk = self._range(key, offset, want).readall()
 
     def head(self, key: str) -> ObjectInfo | None:
         """The blob's size and last-modified time, or None."""
