@@ -201,3 +201,29 @@ def test_a_killed_workers_job_is_taken_over_and_done_once(start_server: Any) -> 
     driver = FilesystemDriver(root, fsync=False)
     assert not os.path.exists(driver.blob_path(digest))
     driver.close()
+
+
+def job_worker_pids(server_pid: int) -> list[int]:
+    """``hamn serve``'s job worker children (their command line says ``worker``)."""
+    found = []
+    for pid in child_pids(server_pid):
+        with contextlib.suppress(OSError):
+            if b"worker\0--from-serve" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+    return found
+
+
+def test_serve_starts_its_job_workers_again_when_one_dies(start_server: Any) -> None:
+    reg = start_server(env={"HAMN_JOB_WORKERS": "2", "HAMN_GC_INTERVAL": "0"})
+
+    def workers() -> list[int]:
+        return job_worker_pids(reg.process.pid)
+
+    first = wait_for("two job workers", lambda: len(workers()) == 2 and workers())
+    os.kill(first[0], signal.SIGKILL)
+
+    def replaced() -> list[int]:
+        now = workers()
+        return now if len(now) == 2 and first[0] not in now else []
+
+    assert first[1] in wait_for("a new job worker", replaced)

@@ -94,11 +94,6 @@ class Scheduler:
         self.periodic = [p for p in periodic if p.interval > 0]
         self._queued: dict[str, str] = {}
 
-    @property
-    def longest_interval(self) -> float:
-        """The longest period of a scheduled job (0 when none is scheduled)."""
-        return max((p.interval for p in self.periodic), default=0.0)
-
     async def tick(self, now: float) -> None:
         """Queue the next turn of each periodic job, unless this scheduler did already
         (one write per turn per worker; the unique key keeps one job per turn)."""
@@ -138,12 +133,7 @@ class JobWorker:
         self.stop_grace = stop_grace
         self.retry_delay = retry_delay
         self.name = name or worker_name()
-        self._wake = asyncio.Event()
         self._pruned_at = 0.0
-
-    def wake(self) -> None:
-        """Look for work now instead of at the next poll."""
-        self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run jobs until ``stop`` is set. Database errors are logged and the loop goes
@@ -153,8 +143,13 @@ class JobWorker:
             try:
                 await self._housekeeping()
                 ran = await self.run_once(stop)
-            except Exception:
-                log.exception("job worker %s: the job queue is unavailable", self.name)
+            except Exception as exc:  # the database is down or not migrated yet
+                log.warning(
+                    "job worker %s: the job queue is unavailable (%s: %s); trying again",
+                    self.name,
+                    type(exc).__name__,
+                    exc,
+                )
                 ran = False
             if not ran:
                 await self._idle(stop)
@@ -166,22 +161,17 @@ class JobWorker:
             await self.scheduler.tick(now)
         if now - self._pruned_at >= PRUNE_EVERY:
             self._pruned_at = now
-            # A periodic turn's key must outlive its turn, or the turn could run twice.
-            longest = self.scheduler.longest_interval if self.scheduler else 0.0
-            keep = max(KEEP_FINISHED, 2 * longest)
-            pruned = await self.jobs.prune(datetime.fromtimestamp(now - keep, UTC))
+            # Schedulers only queue turns still to come, so a finished turn's key is
+            # never needed again once its job is gone.
+            pruned = await self.jobs.prune(datetime.fromtimestamp(now - KEEP_FINISHED, UTC))
             if pruned:
                 log.info("pruned %d finished jobs", pruned)
 
     async def _idle(self, stop: asyncio.Event) -> None:
-        waiting = asyncio.ensure_future(stop.wait())
-        woken = asyncio.ensure_future(self._wake.wait())
-        try:
-            await asyncio.wait({waiting, woken}, timeout=self.poll, return_when="FIRST_COMPLETED")
-        finally:
-            waiting.cancel()
-            woken.cancel()
-        self._wake.clear()
+        # A worker that ran a job looks for the next at once; an idle one polls (a
+        # read: idle workers never take SQLite's write lock).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), self.poll)
 
     async def run_once(self, stop: asyncio.Event | None = None) -> bool:
         """Claim one due job and run it to its outcome; False when none was due."""

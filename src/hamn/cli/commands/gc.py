@@ -3,8 +3,10 @@
 Like ``hamn fsck`` it talks to no server: it opens the database and blob storage
 of ``hamn serve`` (the same ``--config``, ``--data-dir`` and ``HAMN_*``
 settings) and is safe while the server runs (see :mod:`hamn.services.gc`). The
-server also collects by itself every ``gc_interval``; this command is for
-operators who want it now, or want to see what it would remove (``--dry-run``).
+deployment also collects by itself every ``gc_interval`` (a ``gc`` job its job
+workers run); this command is for operators who want it now, or want to see what
+it would remove (``--dry-run``). It takes the same lease in the database as a
+job's collection, so it never overlaps one on any host: it exits 3 instead.
 
 Exit status: 0 done, 2 the command line is wrong, 3 the collection could not
 run (no database, another collection running, a database error).

@@ -81,8 +81,9 @@ async def _work(settings: Settings) -> None:
 
 class WorkerProcesses:
     """``hamn serve``'s job workers: ``hamn worker`` child processes, started again
-    when one dies, stopped with the server (and killed with it: they ask the kernel
-    for SIGKILL when their parent dies, as the HTTP workers do)."""
+    when one dies (not when one was asked to stop), stopped with the server (and
+    killed with it: they ask the kernel for SIGKILL when their parent dies, as the
+    HTTP workers do)."""
 
     def __init__(self, count: int) -> None:
         self.count = count
@@ -98,7 +99,11 @@ class WorkerProcesses:
         # HTTP workers' metrics directory is theirs alone.
         env = {k: v for k, v in os.environ.items() if k != METRICS_DIR_ENV}
         command = [sys.executable, "-m", "hamn", "worker", "--from-serve"]
-        return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+        # close_fds=False lets Popen use posix_spawn, which does not wait on a pipe for
+        # the exec: with fork+exec, a granian worker forked meanwhile by the main thread
+        # inherits that pipe and Popen waits until it exits. Python and granian open
+        # every descriptor close-on-exec, so the child inherits none of them anyway.
+        return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, close_fds=False)
 
     def start(self) -> None:
         """Start the workers, and a thread that starts again any that dies."""
@@ -119,7 +124,8 @@ class WorkerProcesses:
                 if self._stopping.is_set():
                     return
                 for i, process in enumerate(self.processes):
-                    if process.poll() is not None:
+                    # 0: it was asked to stop (a signal to it, or Ctrl-C to the group).
+                    if process.poll() not in (None, 0):
                         log.warning(
                             "job worker %d exited with %s; starting another",
                             process.pid,
