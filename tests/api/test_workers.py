@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 from api_support import child_pids, connect, digest_of, push_blob, random_bytes
 
 from hamn.metadata.jobs import Job, JobStore
@@ -105,6 +106,7 @@ def test_dedicated_workers_share_the_jobs_and_run_each_once(start_server: Any) -
         for _, log in workers:
             wait_for("the workers to start", lambda log=log: "started" in log.read_text())
         ids = job_store_call(reg.data_dir, enqueue)
+        assert len(set(ids)) == 20
         wait_for(
             "every job to succeed",
             lambda: {j.state for j in gc_jobs(reg.data_dir)} == {"succeeded"},
@@ -115,6 +117,9 @@ def test_dedicated_workers_share_the_jobs_and_run_each_once(start_server: Any) -
     runs = [finished(log) for _, log in workers]
     counted = Counter(runs[0] + runs[1])
     assert sorted(counted) == sorted(ids) and set(counted.values()) == {1}, runs
+    # Any server reports the deployment's queue on /metrics.
+    metrics = httpx.get(f"{reg.url}/metrics", auth=reg.auth, timeout=10).text
+    assert 'hamn_jobs{kind="gc",state="succeeded"} 20' in metrics.splitlines(), metrics[-500:]
 
 
 @contextlib.contextmanager

@@ -33,6 +33,7 @@ from hamn.http.observability import (
     RequestObservability,
     counting_server_errors,
     ensure_metrics_directory,
+    job_gauges,
     metrics_endpoint,
     of_kind,
 )
@@ -280,7 +281,11 @@ def create_app(settings: Settings, *, prepare_database: bool = True) -> ASGIApp:
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/readyz", readyz, methods=["GET", "HEAD"]),
             Route(
-                METRICS_PATH, metrics_endpoint(metrics, access.require_root_read), methods=["GET"]
+                METRICS_PATH,
+                metrics_endpoint(
+                    metrics, access.require_root_read, also=[job_gauges(JobStore(store).counts)]
+                ),
+                methods=["GET"],
             ),
         ],
         exception_handlers={

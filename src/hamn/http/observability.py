@@ -21,7 +21,7 @@ import random
 import re
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -276,9 +276,13 @@ class HttpMetrics:
 
 
 def metrics_endpoint(
-    metrics: HttpMetrics, authorize: Callable[[Request], Awaitable[object]]
+    metrics: HttpMetrics,
+    authorize: Callable[[Request], Awaitable[object]],
+    *,
+    also: Sequence[Callable[[], Awaitable[bytes]]] = (),
 ) -> Callable[[Request], Awaitable[Response]]:
-    """``GET /metrics`` for callers ``authorize`` lets through (it raises otherwise).
+    """``GET /metrics`` for callers ``authorize`` lets through (it raises otherwise),
+    followed by the metric families each of ``also`` renders at scrape time.
 
     The exposition reads files, so it runs in a thread, off the event loop.
     """
@@ -286,9 +290,40 @@ def metrics_endpoint(
     async def serve_metrics(request: Request) -> Response:
         await authorize(request)
         body = await asyncio.to_thread(metrics.exposition)
+        for render in also:
+            body += await render()
         return Response(body, media_type=metrics.content_type)
 
     return serve_metrics
+
+
+def job_gauges(
+    counts: Callable[[], Awaitable[dict[tuple[str, str], int]]],
+) -> Callable[[], Awaitable[bytes]]:
+    """``hamn_jobs{kind,state}``: the deployment's background jobs by kind and state,
+    counted in the database at scrape time (so every server reports the whole
+    deployment's queue). Left out when the database cannot answer: the request
+    metrics still come."""
+
+    async def render() -> bytes:
+        try:
+            found = await counts()
+        except Exception:
+            logging.getLogger("hamn.jobs").debug("no job counts for /metrics", exc_info=True)
+            return b""
+        lines = [
+            "# HELP hamn_jobs Background jobs in the database, by kind and state.",
+            "# TYPE hamn_jobs gauge",
+        ]
+        for (kind, state), n in sorted(found.items()):
+            lines.append(f'hamn_jobs{{kind="{_label(kind)}",state="{_label(state)}"}} {n}')
+        return ("\n".join(lines) + "\n").encode()
+
+    return render
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def counting_server_errors(
