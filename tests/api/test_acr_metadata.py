@@ -385,6 +385,7 @@ def test_time_paging_survives_a_repush_and_a_delete_between_pages(
     assert page1[:-1] + [t["name"] for t in rest] == [t["name"] for t in full]
 
 
+@pytest.mark.sqlite_database  # gives the tags one timestamp in metadata.db
 def test_time_order_ties_break_on_name(own_server: Server, stop_server: Any) -> None:
     """Tags sharing one timestamp page stably: by name, descending in timedesc."""
     reg = own_server()

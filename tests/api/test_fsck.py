@@ -12,7 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from api_support import connect, digest_of, push_image, start_upload, unique_repo
+
+from backend_support import hamn_command_env
 
 
 def fsck(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -22,6 +25,7 @@ def fsck(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=120,
+        env=hamn_command_env(data_dir),
     )
 
 
@@ -30,6 +34,7 @@ def blob_path(data_dir: Path, digest: str) -> Path:
     return data_dir / "storage" / "blobs" / algorithm / hexpart[:2] / hexpart
 
 
+@pytest.mark.filesystem_storage  # damages a blob file
 def test_fsck_beside_a_running_server(own_server: Any) -> None:
     reg = own_server()
     assert reg.data_dir is not None

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from api_support import (
     connect,
     digest_of,
@@ -24,6 +25,8 @@ from api_support import (
     start_upload,
 )
 
+from backend_support import hamn_command_env
+
 
 def hamn_gc(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -31,6 +34,7 @@ def hamn_gc(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=120,
+        env=hamn_command_env(data_dir),
     )
 
 
@@ -39,6 +43,7 @@ def usage(client: Any) -> int:
     return next(int(u["currentValue"]) for u in value if u["name"] == "Size")
 
 
+@pytest.mark.filesystem_storage  # counts the blob files left
 def test_gc_command_dry_run_then_collect(start_server: Any) -> None:
     reg = start_server(env={"HAMN_GC_INTERVAL": "0"})
     with connect(reg) as client:
@@ -84,12 +89,14 @@ def test_gc_command_dry_run_then_collect(start_server: Any) -> None:
         assert again["bytesFreed"] == 0 and again["blobs"] == []
 
 
+@pytest.mark.sqlite_database  # no metadata.db in the data directory
 def test_gc_command_refuses_a_missing_deployment(tmp_path: Path) -> None:
     done = hamn_gc(tmp_path / "nothing")
     assert done.returncode == 3
     assert "No hamn database" in done.stderr
 
 
+@pytest.mark.sqlite_database  # reads the jobs table from metadata.db
 def test_server_collects_and_cleans_abandoned_uploads(start_server: Any) -> None:
     reg = start_server(
         env={"HAMN_GC_INTERVAL": "1", "HAMN_GC_GRACE": "2s", "HAMN_UPLOAD_TIMEOUT": "3s"}

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from api_support import (
     connect,
     encode,
@@ -43,6 +44,8 @@ from api_support import (
     referenced_blobs,
     with_query,
 )
+
+from backend_support import hamn_command_env
 
 CLIENTS = 4
 #: Bounds of each client: operations, and seconds.
@@ -63,6 +66,7 @@ def hamn_gc(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=120,
+        env=hamn_command_env(data_dir),
     )
 
 
@@ -160,6 +164,7 @@ def stored_manifests(data_dir: Path) -> list[tuple[str, str]]:
         db.close()
 
 
+@pytest.mark.sqlite_database  # stored_manifests reads metadata.db
 def test_gc_races_pushes_mounts_and_deletes(start_server: Any) -> None:
     # The server collects every second too: its workers and ``hamn gc`` take turns.
     reg = start_server(env={"HAMN_GC_GRACE": "0", "HAMN_GC_INTERVAL": "1"})

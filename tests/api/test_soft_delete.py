@@ -125,6 +125,7 @@ def test_repository_delete_and_push_again(client: httpx.Client) -> None:
     expect_error(client.post(f"{DELETED}/app/_manifests/{image.digest}"), 409, "ALREADY_EXISTS")
 
 
+@pytest.mark.sqlite_database  # age_deleted changes metadata.db
 def test_the_collection_purges_after_the_days(server: Any, client: httpx.Client) -> None:
     image = push_image(client, "app", "v1")
     expect_status(client.delete(f"/v2/app/manifests/{image.digest}"), 202)
