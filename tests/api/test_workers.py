@@ -117,6 +117,16 @@ def test_dedicated_workers_share_the_jobs_and_run_each_once(start_server: Any) -
     runs = [finished(log) for _, log in workers]
     counted = Counter(runs[0] + runs[1])
     assert sorted(counted) == sorted(ids) and set(counted.values()) == {1}, runs
+    listed = subprocess.run(
+        [sys.executable, "-m", "hamn", "job", "list", "--data-dir", str(reg.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    shown = json.loads(listed.stdout)
+    assert [j["id"] for j in shown] == sorted(ids, reverse=True)  # newest first
+    assert {(j["kind"], j["state"]) for j in shown} == {("gc", "succeeded")}
     # Any server reports the deployment's queue on /metrics.
     metrics = httpx.get(f"{reg.url}/metrics", auth=reg.auth, timeout=10).text
     assert 'hamn_jobs{kind="gc",state="succeeded"} 20' in metrics.splitlines(), metrics[-500:]

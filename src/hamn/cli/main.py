@@ -15,6 +15,7 @@ from hamn.cli.commands import register
 from hamn.cli.commands.check_health import check_health
 from hamn.cli.commands.fsck import fsck
 from hamn.cli.commands.gc import gc
+from hamn.cli.commands.job import job
 from hamn.cli.commands.worker import WorkerProcesses, worker
 
 if TYPE_CHECKING:
@@ -39,8 +40,10 @@ cli.add_command(check_health)
 # and storage.
 cli.add_command(fsck)
 cli.add_command(gc)
-# ``worker`` runs background jobs from the deployment's database beside ``serve``.
+# ``worker`` runs background jobs from the deployment's database beside ``serve``;
+# ``job list`` shows them.
 cli.add_command(worker)
+cli.add_command(job)
 
 
 def _prepare(settings: Settings) -> tuple[bool, str | None]:

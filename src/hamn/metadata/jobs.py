@@ -235,13 +235,24 @@ class JobStore:
 
         return await self.store.run_read(op)
 
-    async def listing(self, *, kind: str | None = None, limit: int = 1000) -> list[Job]:
-        """Jobs, oldest first (of ``kind`` when given)."""
+    async def listing(
+        self,
+        *,
+        kind: str | None = None,
+        state: JobState | None = None,
+        limit: int = 1000,
+        newest_first: bool = False,
+    ) -> list[Job]:
+        """Up to ``limit`` jobs (of ``kind``, in ``state``, when given), oldest first
+        or newest first."""
 
         def op(conn: Connection) -> list[Job]:
-            stmt = select(t.jobs).order_by(t.jobs.c.id).limit(limit)
+            j = t.jobs.c
+            stmt = select(t.jobs).order_by(j.id.desc() if newest_first else j.id).limit(limit)
             if kind is not None:
-                stmt = stmt.where(t.jobs.c.kind == kind)
+                stmt = stmt.where(j.kind == kind)
+            if state is not None:
+                stmt = stmt.where(j.state == state)
             return [_job(row) for row in conn.execute(stmt)]
 
         return await self.store.run_read(op)
