@@ -29,7 +29,7 @@ from hamn.metadata.jobs import Job, JobStore
 from hamn.metadata.store import MetadataStore, create_metadata_engine
 from hamn.storage.filesystem import FilesystemDriver
 
-LEASE = "2"
+LEASE = "2s"  # a duration, as in a settings file
 
 
 def job_store_call(data_dir: Path, call: Any) -> Any:
