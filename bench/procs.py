@@ -129,6 +129,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` different free ports (held open together while they are picked)."""
+    held = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            held.append(s)
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in held]
+    finally:
+        for s in held:
+            s.close()
+
+
 def http_request(
     port: int, method: str, path: str, headers: dict[str, str] | None = None, timeout: float = 10
 ) -> tuple[int, dict[str, str], bytes]:

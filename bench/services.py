@@ -12,7 +12,9 @@ import datetime as dt
 import hashlib
 import hmac
 import http.client
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,11 +24,22 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from procs import BenchError, Proc, free_port, run
+from procs import BenchError, Proc, free_port, free_ports, run
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-AZURITE = ROOT / ".cache" / "npm" / "node_modules" / ".bin" / "azurite-blob"
+#: scripts/install-tools links Azurite here (older trees had it only under .cache/npm).
+AZURITE = next(
+    (
+        p
+        for p in (
+            ROOT / ".cache" / "bin" / "azurite-blob",
+            ROOT / ".cache" / "npm" / "node_modules" / ".bin" / "azurite-blob",
+        )
+        if p.exists()
+    ),
+    ROOT / ".cache" / "bin" / "azurite-blob",
+)
 WEED = ROOT / ".cache" / "bin" / "weed"
 #: Azurite's well-known development account (public, in Azurite's documentation).
 AZURE_ACCOUNT = "devstoreaccount1"
@@ -185,6 +198,9 @@ class Azurite:
     proc: Proc
     port: int
 
+    def cleanup(self) -> None:
+        """Nothing to remove: its data goes with the process or the target's directory."""
+
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}/{AZURE_ACCOUNT}"
@@ -273,6 +289,14 @@ class SeaweedS3:
 
     proc: Proc
     port: int
+    #: ports whose gRPC servers also listen on /tmp/seaweedfs-*-<port>.sock
+    socket_ports: list[int]
+
+    def cleanup(self) -> None:
+        """Remove the Unix sockets weed leaves in /tmp (once it has stopped)."""
+        for port in self.socket_ports:
+            for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                sock.unlink(missing_ok=True)
 
     @property
     def endpoint(self) -> str:
@@ -297,17 +321,18 @@ class SeaweedS3:
 
     def create_bucket(self, name: str) -> None:
         """Make bucket ``name`` (Distribution's s3 driver expects it to exist)."""
-        status, body = _request(self.port, "PUT", f"/{name}", sigv4_headers("PUT", f"/{name}"))
+        headers = sigv4_headers("PUT", f"/{name}", f"127.0.0.1:{self.port}")
+        status, body = _request(self.port, "PUT", f"/{name}", headers)
         if status not in (200, 409):
             raise BenchError(f"SeaweedFS: creating bucket {name}: HTTP {status} {body[:300]!r}")
 
 
-def sigv4_headers(method: str, path: str, port_host: str = "") -> dict[str, str]:
+def sigv4_headers(method: str, path: str, host: str) -> dict[str, str]:
     """Headers of an AWS Signature V4 request with an empty body, for the bench's key."""
     now = dt.datetime.now(dt.UTC)
     stamp, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
     empty = hashlib.sha256(b"").hexdigest()
-    headers = {"host": port_host, "x-amz-content-sha256": empty, "x-amz-date": stamp}
+    headers = {"host": host, "x-amz-content-sha256": empty, "x-amz-date": stamp}
     signed = ";".join(sorted(headers))
     canonical = "\n".join(
         [method, urllib.parse.quote(path), "",
@@ -329,8 +354,60 @@ def sigv4_headers(method: str, path: str, port_host: str = "") -> dict[str, str]
 
 
 def start_seaweed(tdir: Path) -> SeaweedS3:
-    """A fresh SeaweedFS (master, volume, filer and S3 gateway in one process)."""
-    raise BenchError(f"{WEED} not found (scripts/install-tools installs SeaweedFS)")
+    """A fresh SeaweedFS for one target: master, volume server, filer and S3 gateway in
+    one ``weed server``, its data under ``tdir`` (SeaweedFS has no in-memory mode)."""
+    if not WEED.exists():
+        raise BenchError(f"{WEED} not found (scripts/install-tools installs SeaweedFS)")
+    home = tdir / "seaweedfs"
+    home.mkdir()
+    config = tdir / "seaweedfs-s3.json"
+    config.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "bench",
+                        "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            }
+        )
+    )
+    master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = free_ports(8)
+    # Every port is given (the gRPC ones default to port + 10000, which may be taken),
+    # as scripts/with-services does; telemetry and the extra endpoints are off.
+    argv = [str(WEED), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={home}",
+            f"-master.port={master}", f"-master.port.grpc={master_grpc}",
+            "-master.telemetry=false", "-master.volumeSizeLimitMB=64", "-volume.max=0",
+            "-volume.preStopSeconds=0", f"-volume.port={volume}",
+            f"-volume.port.grpc={volume_grpc}", "-filer", f"-filer.port={filer}",
+            f"-filer.port.grpc={filer_grpc}", f"-filer.localSocket={tdir}/weed-filer.sock",
+            "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", "-s3.port.iceberg=0",
+            "-s3.port.lance=0", f"-s3.localSocket={tdir}/weed-s3.sock",
+            f"-s3.config={config}"]  # fmt: skip
+    proc = Proc("seaweedfs", argv, tdir / "seaweedfs.log", cwd=home)
+    service = SeaweedS3(proc, s3, [master_grpc, volume_grpc, filer, filer_grpc, s3, s3_grpc])
+    try:
+        wait_tcp(proc, s3)
+        # The gateway answers before a volume server joins the master; writes fail
+        # until the master has room for volumes.
+        deadline = time.monotonic() + 60
+        while not re.search(rb'"Free":[1-9]', _get(master, "/dir/status")):
+            if time.monotonic() > deadline:
+                raise BenchError(f"SeaweedFS has no volume server after 60 s:\n{proc.log_tail()}")
+            time.sleep(0.2)
+    except BaseException:
+        proc.stop()
+        raise
+    return service
+
+
+def _get(port: int, path: str) -> bytes:
+    try:
+        return _request(port, "GET", path, {})[1]
+    except OSError:
+        return b""
 
 
 # ----------------------------------------------------------------------------- nginx

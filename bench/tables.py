@@ -114,10 +114,11 @@ def unsupported_cell(res: dict[str, Any], path: str) -> str | None:
 
 
 def figure(entry: dict[str, Any], path: str) -> Any:
-    """A target's figure at ``path`` of its results (``walk_setup.rate`` is derived)."""
+    """A target's figure at ``path`` of its results (``*_setup.rate``, tags made per
+    second, is derived)."""
     res = entry.get("results", {})
-    if path == "walk_setup.rate":
-        ws = res.get("walk_setup")
+    if path.endswith("_setup.rate"):
+        ws = res.get(path.split(".")[0])
         return ws["tags"] / ws["setup_seconds"] if ws and ws["setup_seconds"] else None
     return dig(res, path)
 

@@ -66,8 +66,14 @@ SCALED: dict[str, tuple[str, str, int]] = {
     HAMN_FS2: ("hamn", "filesystem", 2),
     D3_FS: ("distribution", "filesystem", 1),
 }
-#: What ``--scaled`` runs: the Azure set, and the S3 pair when SeaweedFS is installed.
-SCALED_DEFAULT = (HAMN_AZ1, HAMN_AZ2, D3_AZ, HAMN_S3_2, D3_S3)
+#: The groups ``--targets`` takes by name; ``--scaled`` is ``scaled``.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "classic": CLASSIC,
+    "scaled": (HAMN_AZ1, HAMN_AZ2, D3_AZ),
+    "scaled-s3": (HAMN_S3_1, HAMN_S3_2, D3_S3),
+    "scaled-fs": (HAMN_FS1, HAMN_FS2, D3_FS),
+}
+GROUPS["all"] = (*CLASSIC, *GROUPS["scaled"])
 #: The bucket or container each scaled target keeps its blobs in.
 CONTAINER = "registry"
 
@@ -316,6 +322,7 @@ def _start_storage(spec: TargetSpec, tdir: Path, started: Started) -> dict[str, 
     if spec.storage in ("azure", "s3"):
         service = start_azurite(tdir) if spec.storage == "azure" else start_seaweed(tdir)
         started.helpers.append(service.proc)
+        started.cleanups.append(service.cleanup)
         started.services[service.proc.name] = service.proc.pid
         started.setup["storage_service"] = f"{service.proc.name} on port {service.port}"
         if spec.kind == "hamn":
