@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from api_support import child_pids, connect, digest_of, push_blob, random_bytes
 
+from backend_support import backend_env, hamn_command_env
 from hamn.metadata.jobs import Job, JobStore
 from hamn.metadata.store import MetadataStore, create_metadata_engine
 from hamn.storage.filesystem import FilesystemDriver
@@ -35,8 +37,10 @@ LEASE = "2s"  # a duration, as in a settings file
 def job_store_call(data_dir: Path, call: Any) -> Any:
     """Run ``call(JobStore)`` on the deployment's database from this test process."""
 
+    url = backend_env(data_dir).get("HAMN_DATABASE_URL", f"sqlite:///{data_dir / 'metadata.db'}")
+
     async def main() -> Any:
-        store = MetadataStore(create_metadata_engine(f"sqlite:///{data_dir / 'metadata.db'}"))
+        store = MetadataStore(create_metadata_engine(url))
         try:
             return await call(JobStore(store))
         finally:
@@ -51,7 +55,7 @@ def start_worker(reg: Any, name: str, env: dict[str, str]) -> tuple[subprocess.P
         [sys.executable, "-m", "hamn", "worker", "--data-dir", str(reg.data_dir)],
         stdout=subprocess.DEVNULL,
         stderr=open(log, "wb"),  # noqa: SIM115 - the process keeps it
-        env={**os.environ, **env},
+        env={**hamn_command_env(reg.data_dir), **env},
     )
     return proc, log
 
@@ -122,6 +126,7 @@ def test_dedicated_workers_share_the_jobs_and_run_each_once(start_server: Any) -
         capture_output=True,
         text=True,
         timeout=60,
+        env=hamn_command_env(reg.data_dir),
     )
     assert listed.returncode == 0, listed.stderr
     shown = json.loads(listed.stdout)
@@ -156,6 +161,7 @@ def holding_blob_lock(root: str, digest: str) -> Iterator[None]:
         thread.join(10)
 
 
+@pytest.mark.filesystem_storage  # holds a blob's lock file
 def test_a_killed_workers_job_is_taken_over_and_done_once(start_server: Any) -> None:
     env = {
         "HAMN_JOB_WORKERS": "0",
@@ -189,7 +195,7 @@ def test_a_killed_workers_job_is_taken_over_and_done_once(start_server: Any) -> 
                 capture_output=True,
                 text=True,
                 timeout=60,
-                env={**os.environ, **env},
+                env={**hamn_command_env(reg.data_dir), **env},
             )
             assert busy.returncode == 3, busy.stderr
             assert "another garbage collection is running" in busy.stderr
