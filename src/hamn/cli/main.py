@@ -95,6 +95,11 @@ def _banner(settings: Settings, first_start: bool, password: str | None) -> str:
 
     lines = [f"hamn {__version__} serving the registry API on {settings.scheme}://{address}"]
     lines.append(f"  data directory: {settings.data_dir.absolute()}")
+    if settings.job_workers:
+        gc = f"every {settings.gc_interval:g} s" if settings.gc_interval else "off"
+        lines.append(f"  job workers:    {settings.job_workers} (garbage collection {gc})")
+    else:
+        lines.append("  job workers:    none here (run `hamn worker` for background jobs)")
     if settings.tls_cert:
         lines.append(f"  TLS:            {settings.tls_min_version} and newer, {settings.tls_cert}")
     if settings.default_registry:
