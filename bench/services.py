@@ -197,9 +197,14 @@ class Azurite:
 
     proc: Proc
     port: int
+    in_memory: bool
 
     def cleanup(self) -> None:
         """Nothing to remove: its data goes with the process or the target's directory."""
+
+    def describe(self) -> str:
+        where = "in memory" if self.in_memory else "on disk"
+        return f"Azurite (blobs {where}) on port {self.port}"
 
     @property
     def endpoint(self) -> str:
@@ -269,7 +274,7 @@ def start_azurite(tdir: Path) -> Azurite:
         argv += ["--location", str(home)]
     proc = Proc("azurite", argv, tdir / "azurite.log", cwd=home)
     wait_tcp(proc, port)
-    return Azurite(proc, port)
+    return Azurite(proc, port, "--inMemoryPersistence" in argv)
 
 
 def _mem_available_mib() -> int:
@@ -291,6 +296,9 @@ class SeaweedS3:
     port: int
     #: ports whose gRPC servers also listen on /tmp/seaweedfs-*-<port>.sock
     socket_ports: list[int]
+
+    def describe(self) -> str:
+        return f"SeaweedFS S3 (weed server, data on disk) on port {self.port}"
 
     def cleanup(self) -> None:
         """Remove the Unix sockets weed leaves in /tmp (once it has stopped)."""

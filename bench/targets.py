@@ -324,7 +324,7 @@ def _start_storage(spec: TargetSpec, tdir: Path, started: Started) -> dict[str, 
         started.helpers.append(service.proc)
         started.cleanups.append(service.cleanup)
         started.services[service.proc.name] = service.proc.pid
-        started.setup["storage_service"] = f"{service.proc.name} on port {service.port}"
+        started.setup["storage_service"] = service.describe()
         if spec.kind == "hamn":
             return service.hamn_env(CONTAINER)
         return service.distribution_params(CONTAINER)
