@@ -75,6 +75,6 @@ class SignedBlobs:
         describe_request(registry=registry, repository=repository)
         # Cacheable by the one client that holds the link, and no longer than it lasts.
         remaining = max(grant.expires - int(self.links.clock()), 0)
-        return send_blob(
+        return await send_blob(
             request, self.links.registry, blob, Cache_Control=f"private, max-age={remaining}"
         )

@@ -161,7 +161,9 @@ class _WithoutRange(Response):
         await self.inner({**scope, "headers": headers}, receive, send)
 
 
-def send_blob(request: Request, registry: RegistryService, blob: Blob, **extra: str) -> Response:
+async def send_blob(
+    request: Request, registry: RegistryService, blob: Blob, **extra: str
+) -> Response:
     """The response that sends ``blob``: its bytes for a GET (a byte range when asked),
     its headers for a HEAD, with ``extra`` headers. Shared by
     ``/v2/<name>/blobs/<digest>`` and hamn's signed blob URLs."""
@@ -181,7 +183,7 @@ def send_blob(request: Request, registry: RegistryService, blob: Blob, **extra: 
         return response
     headers["Content-Length"] = str(blob.size)
     return StreamingResponse(
-        registry.read_blob(blob), media_type="application/octet-stream", headers=headers
+        await registry.read_blob(blob), media_type="application/octet-stream", headers=headers
     )
 
 
@@ -331,7 +333,7 @@ class DataPlane:
                 Cache_Control="no-store",
             )
             return Response(b"", status_code=307, headers=headers)
-        return send_blob(request, self.registry, blob)
+        return await send_blob(request, self.registry, blob)
 
     async def delete_blob(
         self, request: Request, target: Target, name: str, digest: str

@@ -251,6 +251,14 @@ async def soft_deletes(store: MetadataStore, registry: Registry) -> bool:
     return soft_delete_policy(await store.registry_policies(registry.id)).enabled
 
 
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``first``, then the rest of the stream it came from."""
+    if first:
+        yield first
+    async for chunk in rest:
+        yield chunk
+
+
 def _page(entries: list[str], n: int | None) -> Page:
     """Cut a look-ahead query's result (up to ``n + 1`` entries) to a page of ``n``."""
     if n is None or len(entries) <= n:
@@ -555,11 +563,18 @@ class RegistryService:
             )
         return Blob(digest, size, self.blobs.local_path(digest))
 
-    def read_blob(
+    async def read_blob(
         self, blob: Blob, offset: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]:
-        """Stream a blob's bytes (when it has no local path)."""
-        return self.blobs.read(blob.digest, offset, length)
+        """Stream a blob's bytes (when it has no local path), the first part already
+        read: storage that fails at once fails here, before a response has begun (a
+        503 the client retries), not as a 200 that breaks off."""
+        stream = self.blobs.read(blob.digest, offset, length)
+        try:
+            first = await anext(stream)
+        except StopAsyncIteration:
+            first = b""
+        return _prepend(first, stream)
 
     async def delete_blob(self, target: Target, digest: str) -> None:
         """Unlink a blob from the repository (bytes go when nothing references them)."""
