@@ -170,7 +170,9 @@ class FaultProxy:
     * ``"delay"``: each response is held back ``delay`` seconds before its first byte;
     * ``"reset"``: a request is answered by resetting the connection (TCP RST);
     * ``"error"``: a request is answered ``status`` (500, 503...) and the connection closed;
-    * ``"cut"``: each response is cut after ``cut_after`` bytes by a reset.
+    * ``"cut"``: responses pass until ``cut_after`` bytes of them have gone through
+      since ``passed`` was last set to 0; the response that goes past is cut there by
+      a reset, and so is every later one.
 
     A request is told apart as the client sending bytes after a response began
     (HTTP/1.1 without pipelining, as storage SDKs speak it). ``faults`` counts
@@ -182,6 +184,7 @@ class FaultProxy:
     delay: float = 1.5
     status: int = 503
     cut_after: int = 64 * 1024
+    passed: int = 0
     faults: int = 0
     port: int = 0
     _listener: socket.socket | None = field(default=None, repr=False)
@@ -244,10 +247,16 @@ class FaultProxy:
                 return
 
     def _answer_error(self, s: _Exchange) -> None:
-        body = b'<?xml version="1.0" encoding="utf-8"?><Error><Code>ServerBusy</Code></Error>'
+        # Shaped as Azure Storage answers (its SDK reads Code and Message).
+        code = "ServerBusy" if self.status == 503 else "InternalError"
+        body = (
+            '<?xml version="1.0" encoding="utf-8"?><Error>'
+            f"<Code>{code}</Code><Message>Injected by the test proxy.</Message></Error>"
+        ).encode()
         head = (
             f"HTTP/1.1 {self.status} Injected Fault\r\nContent-Type: application/xml\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            f"x-ms-error-code: {code}\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n"
         )
         with contextlib.suppress(OSError):
             s.client.sendall(head.encode() + body)
@@ -268,12 +277,16 @@ class FaultProxy:
                 if s.mode == "delay":
                     self._count()
                     time.sleep(self.delay)
-            if s.mode == "cut" and s.response_bytes + len(data) > self.cut_after:
-                self._count()
-                with contextlib.suppress(OSError):
-                    s.client.sendall(data[: max(self.cut_after - s.response_bytes, 0)])
-                s.close(reset=True)
-                return
+            if s.mode == "cut":
+                with self._lock:
+                    allowed = max(self.cut_after - self.passed, 0)
+                    self.passed += min(len(data), allowed)
+                if allowed < len(data):
+                    self._count()
+                    with contextlib.suppress(OSError):
+                        s.client.sendall(data[:allowed])
+                    s.close(reset=True)
+                    return
             s.response_bytes += len(data)
             if not s.forward(s.client, data):
                 return
