@@ -70,11 +70,34 @@ class HeldLease:
                 return
 
     async def release(self) -> None:
-        """Stop renewing and give the lease up."""
+        """Stop renewing and give the lease up.
+
+        If the database is away, the release is tried again in the background until
+        it answers or the lease has expired by itself: otherwise the lease would keep
+        everyone else out for its whole ``ttl`` after the database came back (every
+        push of the same blob waiting on it).
+        """
         self._renewing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._renewing
-        await self.leases.release(self.name, self.holder)
+        try:
+            await self.leases.release(self.name, self.holder)
+        except Exception:
+            task = asyncio.create_task(self._release_later(time.monotonic() + self.ttl))
+            _RELEASING.add(task)
+            task.add_done_callback(_RELEASING.discard)
+            raise
+
+    async def _release_later(self, expires: float) -> None:
+        while time.monotonic() < expires:
+            await asyncio.sleep(0.5)
+            with contextlib.suppress(Exception):  # still away: try again
+                await self.leases.release(self.name, self.holder)
+                return
+
+
+#: Releases retried in the background (kept so they are not collected mid-way).
+_RELEASING: set[asyncio.Task[None]] = set()
 
 
 def new_holder() -> str:
