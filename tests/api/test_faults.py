@@ -23,6 +23,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -351,11 +352,17 @@ def test_storage_failures_answer_503_and_retries_succeed(proxied: Proxied) -> No
             tally = seen[f"{mode} {status}"] = Tally()
             proxy.mode, proxy.status, proxy.faults = mode, status, 0
             fresh = random_bytes(200_000)
-            with contextlib.suppress(Retry):
-                push_blob_recorded(tally, c, "store/app", fresh)
-            with contextlib.suppress(Retry):
+
+            def pull(c: httpx.Client = c, tally: Tally = tally) -> None:
                 r = tally.request(c, "GET", f"/v2/store/app/blobs/{digest_of(kept)}")
                 assert r.status_code != 200 or r.content == kept  # a 200 is never wrong
+
+            # A push and a pull at once, each on its own connection.
+            with ThreadPoolExecutor(2) as pool, connect(proxied.a, timeout=c.timeout) as other:
+                pushing = pool.submit(push_blob_recorded, tally, other, "store/app", fresh)
+                for future in (pushing, pool.submit(pull)):
+                    with contextlib.suppress(Retry):
+                        future.result()
             # What needs only the database still answers.
             expect_status(c.get("/v2/"), 200)
             expect_status(c.head(f"/v2/store/app/blobs/{digest_of(kept)}"), 200)
@@ -408,10 +415,8 @@ def test_a_blob_read_cut_mid_stream_breaks_the_connection(proxied: Proxied) -> N
     with connect(proxied.a) as c:
         push_blob_recorded(Tally(), c, "cut/app", data)
         # The first part goes through whole; storage breaks inside the second.
-        outcomes: Counter[str] = Counter()
-        for _ in range(2):
-            proxy.mode, proxy.cut_after, proxy.passed = "cut", READ_PART + 512 * 1024, 0
-            outcomes[read_blob_through(c, f"/v2/cut/app/blobs/{digest_of(data)}", data)] += 1
+        proxy.mode, proxy.cut_after, proxy.passed = "cut", READ_PART + 512 * 1024, 0
+        outcomes = Counter([read_blob_through(c, f"/v2/cut/app/blobs/{digest_of(data)}", data)])
         faults = proxy.faults
         proxy.mode = "pass"
         print(f"reads cut mid-stream: {dict(outcomes)}; storage responses cut {faults}")
@@ -433,7 +438,7 @@ def test_a_blob_read_failing_at_once_answers_503(proxied: Proxied) -> None:
 
 def test_slow_storage_slows_pushes_but_not_the_rest(proxied: Proxied) -> None:
     proxy = proxied.proxy
-    proxy.mode, proxy.delay = "delay", 1.5
+    proxy.mode, proxy.delay = "delay", 1.0
     done: list[float] = []
 
     def push() -> None:
@@ -462,7 +467,7 @@ def test_slow_storage_slows_pushes_but_not_the_rest(proxied: Proxied) -> None:
         f"slow storage: push {done}, {len(quick)} pairs of quick requests, "
         f"slowest {max(quick):.3f}s"
     )
-    assert done and done[0] > 1.5, done  # the push met the delay
+    assert done and done[0] > 2.0, done  # the push met the delays
     assert quick and max(quick) < 0.5, max(quick)
 
 
@@ -524,8 +529,3 @@ def test_a_server_killed_mid_push_leaves_nothing_half_visible(proxied: Proxied) 
     # Storage and database agree: fsck finds nothing wrong (the session is recent).
     fsck = d.hamn("fsck")
     assert fsck.returncode == 0, fsck.stdout + fsck.stderr
-    # K restarted on its data directory serves what A stored.
-    d.servers.remove(k)
-    k2 = d.start("k")
-    with connect(k2) as c:
-        assert get_blob(c, repo, digest) == big

@@ -158,7 +158,7 @@ def test_a_delete_through_one_server_is_seen_by_the_other_at_once(
 #: The concurrent test: clients, images they all push, rounds each.
 CLIENTS = 8
 IMAGES = 3
-ROUNDS = 3
+ROUNDS = 2
 
 
 def test_many_clients_pushing_the_same_content_through_both_servers_end_consistent(
