@@ -26,7 +26,7 @@ from azure.storage.blob import (
     BlobClient,
     BlobSasPermissions,
     BlobServiceClient,
-    ExponentialRetry,
+    LinearRetry,
     StorageStreamDownloader,
     generate_blob_sas,
 )
@@ -98,11 +98,11 @@ class AzureObjects:
                 max_block_size=_BLOCK,
                 max_single_get_size=_BLOCK,
                 max_chunk_get_size=_BLOCK,
-                connection_timeout=10,
+                connection_timeout=5,
                 read_timeout=120,
-                # Two quick retries (about 1 s and 3 s apart): a request waits seconds, not
-                # the minute of the SDK's default, before hamn answers 503 and its client retries.
-                retry_policy=ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=2),
+                # Two quick retries, a second or so apart: a request waits seconds, not the
+                # minute of the SDK's default, before hamn answers 503 and its client retries.
+                retry_policy=LinearRetry(backoff=1, retry_total=2, random_jitter_range=1),
             )
         except ValueError:
             raise ValueError("the azure connection string is not valid") from None
@@ -131,13 +131,15 @@ class AzureObjects:
         """Ranged downloads of one block each. Not the SDK's chunked download: that pins
         the blob's ETag, so a blob pushed again (the same bytes, a new ETag) would fail
         the reads streaming it."""
-        first = self._range(key, offset, _BLOCK if length is None else min(_BLOCK, length))
-        end = _total_size(first) if length is None else offset + length
-        return self._chunks(key, first.readall(), offset, end)
+        first, total = self._range(key, offset, _BLOCK if length is None else min(_BLOCK, length))
+        end = total if length is None else offset + length
+        return self._chunks(key, first, offset, end)
 
-    def _range(self, key: str, offset: int, length: int) -> StorageStreamDownloader[bytes]:
+    def _range(self, key: str, offset: int, length: int) -> tuple[bytes, int]:
+        """``length`` bytes from ``offset`` (fewer at the end), and the blob's whole size."""
         with _errors(key):
-            return self._blob(key).download_blob(offset=offset, length=length)
+            download = self._blob(key).download_blob(offset=offset, length=length)
+            return download.readall(), _total_size(download)
 
     def _chunks(self, key: str, first: bytes, offset: int, end: int) -> Iterator[bytes]:
         chunk = first
@@ -147,7 +149,7 @@ class AzureObjects:
             want = min(_BLOCK, end - offset)
             if want <= 0 or len(chunk) < _BLOCK:
                 return  # done, or the blob ended early (the driver counts what came)
-            chunk = self._range(key, offset, want).readall()
+            chunk = self._range(key, offset, want)[0]
 
     def head(self, key: str) -> ObjectInfo | None:
         """The blob's size and last-modified time, or None."""

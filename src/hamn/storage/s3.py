@@ -80,9 +80,10 @@ class S3Objects:
             signature_version="s3v4",
             # Path-style for S3-compatible servers, which seldom have per-bucket host names.
             s3={"addressing_style": "path" if endpoint_url else "auto"},
-            retries={"max_attempts": 4, "mode": "standard"},
+            # Two quick retries (standard mode: a second or two apart at most), then a 503.
+            retries={"max_attempts": 3, "mode": "standard"},
             max_pool_connections=32,
-            connect_timeout=10,
+            connect_timeout=5,
             read_timeout=120,
             # Checksums only where S3 requires them: several S3-compatible servers
             # reject the newer default (trailing CRC checksums on every upload).
