@@ -43,6 +43,7 @@ from procs import (
     free_port,
     http_request,
     loadavg,
+    machine_cpu,
     run,
     say,
     stop_all,
@@ -463,6 +464,7 @@ class TargetRun:
         say(f"  {self.spec.name}: {key}")
         t0 = time.monotonic()
         cpu0 = trees_cpu(self.started.pids)
+        machine0 = machine_cpu()
         services = self.started.services
         service_cpu0 = {name: tree_cpu(pid, reaped=True) for name, pid in services.items()}
         try:
@@ -482,6 +484,8 @@ class TargetRun:
         if isinstance(value, dict) and wall > 0:
             # Includes warm-up runs and setup inside the step: a rough figure.
             value["server_cores"] = (trees_cpu(self.started.pids) - cpu0) / wall
+            # The whole machine: when it is near its core count, a target cannot go faster.
+            value["machine_cores"] = (machine_cpu() - machine0) / wall
             if services:
                 # What the front, the storage service and the database used meanwhile.
                 value["service_cores"] = {

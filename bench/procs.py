@@ -255,6 +255,16 @@ def tree_cpu(pid: int, *, reaped: bool = False) -> float:
     return total / TICK
 
 
+def machine_cpu() -> float:
+    """CPU seconds every core of the machine has been busy so far (not idle, not
+    waiting for I/O), whoever used them: the benchmark's processes and anyone else's."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    # guest time is already counted in user time
+    return (sum(fields[:8]) - idle) / TICK
+
+
 def trees_cpu(pids: list[int]) -> float:
     """CPU seconds used so far by several process trees together."""
     return sum(tree_cpu(pid) for pid in pids)

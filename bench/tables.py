@@ -46,6 +46,7 @@ ROWS: list[tuple[str, str, str, bool | None]] = [
     ("3. manifest by tag", "GET req/s (benchclient)", "manifest_get_benchclient.rps", True),
     ("3. manifest by tag", "GET p99 ms (benchclient)", "manifest_get_benchclient.p99_ms", False),
     ("3. manifest by tag", "server cores used, wrk GET", "manifest_get.server_cores", None),
+    ("3. manifest by tag", "machine cores busy, wrk GET", "manifest_get.machine_cores", None),
     ("4. tags", "tags/list of 1,000: req/s", "tags_list.rps", True),
     ("4. tags", "tags/list of 1,000: p99 ms", "tags_list.p99_ms", False),
     ("4. tags", "walk n=100: full walk ms, best", "tags_walk.ms.best", False),
