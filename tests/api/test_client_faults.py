@@ -60,6 +60,7 @@ def _upload_file_size(reg: Any, loc: str) -> int | None:
 # -- a client that stops sending mid-body -----------------------------------------------
 
 
+@pytest.mark.filesystem_storage  # _upload_files reads the driver's upload files
 def test_truncated_patch_leaves_the_upload_where_it_was(
     live_registry: Any, client: httpx.Client, repo: str
 ) -> None:
@@ -79,6 +80,7 @@ def test_truncated_patch_leaves_the_upload_where_it_was(
     assert get_blob(client, repo, digest_of(data)) == data
 
 
+@pytest.mark.filesystem_storage  # _upload_files reads the driver's upload files
 @pytest.mark.parametrize(("announced", "sent"), [(5000, 100), (1000, 999), (64 * 1024, 1)])
 def test_truncated_small_patch(
     live_registry: Any, client: httpx.Client, repo: str, announced: int, sent: int
@@ -109,6 +111,7 @@ def test_truncated_patch_without_content_range(
     assert get_blob(client, repo, digest_of(data)) == data
 
 
+@pytest.mark.filesystem_storage  # _upload_files reads the driver's upload files
 def test_truncated_monolithic_put_publishes_nothing(
     live_registry: Any, client: httpx.Client, repo: str
 ) -> None:
@@ -126,6 +129,7 @@ def test_truncated_monolithic_put_publishes_nothing(
     assert get_blob(client, repo, digest_of(data)) == data
 
 
+@pytest.mark.filesystem_storage  # _upload_files reads the driver's upload files
 def test_truncated_single_post_publishes_nothing(
     live_registry: Any, client: httpx.Client, repo: str
 ) -> None:

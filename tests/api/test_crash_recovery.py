@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from api_support import (
     OCI_INDEX,
     OCI_MANIFEST,
@@ -93,6 +94,7 @@ def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 20) -> 
 # -- kill -9 mid-upload ----------------------------------------------------------------
 
 
+@pytest.mark.filesystem_storage  # counts the blob files published
 def test_kill_mid_upload(own_server: Server) -> None:
     reg = own_server()
     repo = unique_repo("crash")
