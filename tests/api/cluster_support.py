@@ -125,8 +125,17 @@ class PostgresServer:
         self.port = free_port()
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres")
-        self._run("initdb", "-D", str(self.dir / "data"), "-U", "postgres", "--auth=trust",
-                  "-E", "UTF8", "--locale=C.UTF-8")  # fmt: skip
+        self._run(
+            "initdb",
+            "-D",
+            str(self.dir / "data"),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        )
         self.start()
 
     def _run(self, program: str, *args: str, timeout: float = 60) -> None:
@@ -142,9 +151,19 @@ class PostgresServer:
 
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
-        self._run("pg_ctl", "-D", str(self.dir / "data"), "-l", str(self.dir / "log"), "-w",
-                  "-t", "60", "-o", f"-h 127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off "
-                  "-c max_connections=200", "start")  # fmt: skip
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.dir / "data"),
+            "-l",
+            str(self.dir / "log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-h 127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off -c max_connections=200",
+            "start",
+        )
 
     def stop(self, mode: str = "fast") -> None:
         """Stop it: ``fast`` (ends sessions, checkpoints) or ``immediate`` (a crash)."""
@@ -409,9 +428,13 @@ class Deployment:
 
     @classmethod
     def create(
-        cls, hamn_conftest: Any, base: Path, database_url: str, storage: dict[str, str],
+        cls,
+        hamn_conftest: Any,
+        base: Path,
+        database_url: str,
+        storage: dict[str, str],
         **settings: str,
-    ) -> Deployment:  # fmt: skip
+    ) -> Deployment:
         """A deployment on ``database_url`` and ``storage``, with one secret key and one
         owner for all; ``settings`` are more ``HAMN_*`` variables (name without prefix)."""
         env = {
@@ -455,6 +478,17 @@ class Deployment:
     def logs(self) -> str:
         """Every server's output (for failure messages)."""
         return "\n".join(f"--- {reg.host}\n{reg.log()[-6000:]}" for reg in self.servers)
+
+    def internal_errors(self) -> list[str]:
+        """Lines of the servers' logs that tell of a request failing inside hamn (a
+        503 while a service is away is a warning, not one of these)."""
+        marks = ("request failed", "Application callable raised")
+        return [
+            line
+            for reg in self.servers
+            for line in reg.log().splitlines()
+            if any(mark in line for mark in marks)
+        ]
 
 
 # ---------------------------------------------------------------------- checks

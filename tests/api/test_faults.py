@@ -286,6 +286,7 @@ def test_pushes_ride_out_postgresql_restarts(
             f"pushed {sum(len(p.acknowledged) for p in pushers)}"
         )
         assert 500 not in tally.statuses, (tally.statuses, d.logs())
+        assert not d.internal_errors(), d.internal_errors()[:20]
         assert tally.statuses[503] > 0, "no request met the outage: the test proves nothing"
         assert not tally.without_retry_after, tally.without_retry_after
         assert not tally.broken, tally.broken
@@ -381,6 +382,7 @@ def test_storage_failures_answer_503_and_retries_succeed(proxied: Proxied) -> No
             assert tally.statuses[503] > 0 and not tally.without_retry_after, (name, tally)
             assert tally.slowest < LONGEST_STORAGE_REQUEST, (name, tally.slowest)
         assert get_blob(c, "store/app", digest_of(kept)) == kept
+    assert not proxied.deployment.internal_errors(), proxied.deployment.internal_errors()[:20]
 
 
 def read_blob_through(c: httpx.Client, path: str, data: bytes) -> str:

@@ -44,7 +44,12 @@ from hamn.metadata.identities import IdentityStore
 from hamn.metadata.jobs import JobStore
 from hamn.metadata.leases import LeaseStore
 from hamn.metadata.sign_in_failures import SignInFailureStore
-from hamn.metadata.store import MetadataStore, create_metadata_engine, migrate
+from hamn.metadata.store import (
+    MetadataStore,
+    MetadataUnavailable,
+    create_metadata_engine,
+    migrate,
+)
 from hamn.services.acr_metadata import AcrMetadataService
 from hamn.services.auth import AuthService, load_server_key
 from hamn.services.gc import JOB_KIND as GC_JOB
@@ -55,7 +60,7 @@ from hamn.services.registry import RegistryService
 from hamn.services.sign_in_limits import SharedSignInLimits
 from hamn.services.signed_urls import BlobLinks, UrlSigner, url_signing_key
 from hamn.services.uploads import BlobUploadService
-from hamn.storage import BlobDriver, create_driver
+from hamn.storage import BlobDriver, StorageError, create_driver
 
 SETTINGS_ENV = "HAMN_SETTINGS_JSON"
 #: The digest /readyz looks up in blob storage: the empty blob's, whose absence is fine.
@@ -290,6 +295,10 @@ def create_app(settings: Settings, *, prepare_database: bool = True) -> ASGIApp:
         ],
         exception_handlers={
             HamnError: counting_server_errors(metrics, handle_exception),
+            # Named apart from Exception: Starlette re-raises whatever its catch-all
+            # handler answered, and the server would log a traceback for every 503.
+            MetadataUnavailable: counting_server_errors(metrics, handle_exception),
+            StorageError: counting_server_errors(metrics, handle_exception),
             Exception: counting_server_errors(metrics, handle_exception),
         },
         lifespan=lifespan,

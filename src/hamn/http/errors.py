@@ -73,6 +73,9 @@ def error_response(err: HamnError, *, head: bool = False, close: bool = False) -
 async def handle_exception(request: Request, exc: Exception) -> Response:
     """Starlette exception handler for every error raised by a route."""
     err = to_hamn_error(exc)
-    if err.status >= 500:
+    if isinstance(exc, MetadataUnavailable | StorageError):
+        # Expected while the database or storage is briefly away: one line, no traceback.
+        log.warning("answered 503: %s %s: %s", request.method, request.url.path, exc)
+    elif err.status >= 500:
         log.error("request failed: %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(err, head=request.method == "HEAD", close=_body_left_unread(request))
