@@ -170,6 +170,28 @@ def test_every_way_out_releases_the_lease(
     assert run(driver.leases.acquire(f"upload:{upload_id}", "someone-else", 30))
 
 
+def test_a_blob_pushed_again_is_touched_not_rewritten(
+    driver: ObjectStorageDriver, run: Run[Any]
+) -> None:
+    data = os.urandom(100_000)
+    digest = run(put_blob(driver, data))
+    first = driver.objects.head(driver.blob_key(digest))
+    assert first is not None
+    time.sleep(1.1)  # last-modified times have a resolution of a second
+    between = time.time()
+    time.sleep(1.1)
+    # A chunked push of the same bytes: nothing is composed, the blob is only touched.
+    upload_id, writer = flushed(driver, run, data[:50_000])
+    run(writer.write([data[50_000:]]))
+    run(writer.commit(digest))
+    again = driver.objects.head(driver.blob_key(digest))
+    assert again is not None and again.modified > between > first.modified
+    assert run(collect(driver.read(digest))) == data
+    assert run(driver.stat_upload(upload_id)) is None
+    # To fsck the blob was published just now: a removal racing the push leaves it.
+    assert not run(driver.remove_blob_if_unchanged(digest, between))
+
+
 def test_a_blob_pushed_again_while_it_streams_reads_on(
     driver: ObjectStorageDriver, run: Run[Any]
 ) -> None:

@@ -18,8 +18,10 @@ usual monolithic push), else composes the segments into the blob's key on the
 service's side (:meth:`ObjectStore.compose`, with a local concatenation where
 the service cannot), then deletes them. A blob key only ever holds the whole,
 verified content: both services make an object visible only when its last byte
-has arrived. A blob pushed again is written again: the new last-modified time is
-how fsck's "changed since" rule (and so a removal racing the push) sees it.
+has arrived. A blob pushed again is not sent again (the key is its content's
+digest): the object is only touched, so its last-modified time says it was just
+published, which is what fsck's "changed since" rule (and so a removal racing
+the push) goes by.
 
 Exclusivity. Object stores have no file locks: a writer holds the lease
 ``upload:<id>`` and a blob's :meth:`digest_lock` the lease ``blob:<digest>``
@@ -125,6 +127,11 @@ class ObjectStore(Protocol):
     def compose(self, dest: str, sources: Sequence[ObjectInfo]) -> bool:
         """Store the concatenation of ``sources`` (all non-empty) as ``dest`` on the
         service's side; False when the service cannot (the caller concatenates)."""
+        ...
+
+    def touch(self, info: ObjectInfo) -> bool:
+        """Make the object's last-modified time now, its bytes unchanged; False when the
+        service cannot for this object (the caller writes it again)."""
         ...
 
     def presign(self, key: str, expires_in: float) -> str:
@@ -616,7 +623,14 @@ class _ObjectUploadWriter:
             key = driver.blob_key(digest)
             await driver.ensure_container()
             stored = [s for s in self._segments if s.size]
-            if not stored and self._spool is not None and self._spooled:
+            existing = await driver.run(driver.objects.head, key)
+            if (
+                existing is not None
+                and existing.size == self.size
+                and await driver.run(driver.objects.touch, existing)
+            ):
+                pass  # the same bytes are stored already (the key is their digest)
+            elif not stored and self._spool is not None and self._spooled:
                 # One request brought every byte: straight to the blob's key, no copy.
                 await driver.run(driver.objects.put_file, key, _fd_path(self._spool), self.size)
             else:
