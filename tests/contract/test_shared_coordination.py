@@ -158,3 +158,58 @@ def test_an_address_guessing_many_users_is_limited_and_old_windows_are_forgotten
         assert await counts.counts([], [window]) == {}
 
     run(scenario())
+
+
+_HOLD = """
+import asyncio, sys, time
+from hamn.metadata.store import MetadataStore, create_metadata_engine
+from hamn.metadata.leases import LeaseStore
+from hamn.storage.leases import new_holder
+store = MetadataStore(create_metadata_engine(sys.argv[1]))
+print(asyncio.run(LeaseStore(store).acquire(sys.argv[2], new_holder(), 30)), flush=True)
+if sys.argv[3] == "stay":
+    time.sleep(60)
+"""
+
+
+def test_a_lease_of_a_dead_process_of_this_host_is_taken_over_at_once(
+    engine: Engine, store: MetadataStore
+) -> None:
+    """A server killed with -9 leaves its leases behind; one restarted on the same host
+    takes them over at once instead of waiting out their 30 s. A live holder, or one
+    of another host, keeps them."""
+    import subprocess
+    import sys
+
+    url = engine.url.render_as_string(hide_password=False)
+    leases = LeaseStore(store)
+    dead = subprocess.run(
+        [sys.executable, "-c", _HOLD, url, "upload:dead", "exit"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert dead.stdout.strip() == "True", dead.stderr
+    alive = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, url, "upload:alive", "stay"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert alive.stdout is not None and alive.stdout.readline().strip() == "True"
+
+        async def scenario() -> None:
+            taken = await try_lease(leases, "upload:dead")
+            assert taken is not None
+            await taken.release()
+            assert await try_lease(leases, "upload:alive") is None
+            # A holder of another host is never presumed dead: only its expiry frees it.
+            assert await leases.acquire("upload:remote", "0123456789ab.1.1.00", 30)
+            assert await try_lease(leases, "upload:remote") is None
+            with pytest.raises(StorageBusy):
+                await wait_lease(leases, "upload:remote", wait=1.5)
+
+        run(scenario())
+    finally:
+        alive.kill()
+        alive.wait()

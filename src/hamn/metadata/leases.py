@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, or_, update
+from sqlalchemy import Connection, and_, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from hamn.metadata import schema as t
@@ -65,3 +65,26 @@ class LeaseStore:
             )
 
         await self.store.run_write(op)
+
+    async def holder(self, name: str) -> str | None:
+        """Who holds ``name`` (expired or not), or None."""
+
+        def op(conn: Connection) -> str | None:
+            row = conn.execute(select(t.leases.c.holder).where(t.leases.c.name == name)).first()
+            return None if row is None else str(row[0])
+
+        return await self.store.run_read(op)
+
+    async def take_over(self, name: str, old: str, new: str, ttl: float) -> bool:
+        """Give ``name`` to ``new`` if ``old`` (a dead process) still holds it."""
+
+        def op(conn: Connection) -> bool:
+            stmt = (
+                update(t.leases)
+                .where(and_(t.leases.c.name == name, t.leases.c.holder == old))
+                .values(holder=new, expires_at=utcnow() + timedelta(seconds=ttl))
+                .returning(t.leases.c.name)
+            )
+            return conn.execute(stmt).first() is not None
+
+        return await self.store.run_write(op)
