@@ -555,3 +555,23 @@ def test_mount_that_cannot_happen_starts_an_upload(
     assert loc.startswith(f"/v2/{repo}/blobs/uploads/")
     expect_status(client.put(with_query(loc, digest=digest_of(b"x")), content=b"x"), 201)
     assert get_blob(client, repo, digest_of(b"x")) == b"x"
+
+
+def test_a_nul_character_anywhere_is_a_clear_error_not_a_crash(live_registry: Any) -> None:
+    """PostgreSQL text cannot hold NUL: a NUL in a user name, a management filter or a
+    path must be refused or answered as "no such thing", never reach the database as a
+    500 (found by schemathesis on the PostgreSQL combination of the test matrix)."""
+    with httpx.Client(base_url=live_registry.url, timeout=30) as c:
+        expect_error(c.get("/v2/", auth=("owner\x00x", "password")), 401, "UNAUTHORIZED")
+        r = c.get(
+            "/oauth2/token",
+            params={"service": live_registry.host},
+            auth=("owner\x00x", "password"),
+        )
+        assert r.status_code == 401, r.text
+        r = c.get("/api/roleAssignments", params={"assignee": "a\x00b"}, auth=live_registry.auth)
+        expect_error(r, 400, "PARAMETER_INVALID")
+        r = c.get("/api/registries/ab%00cde", auth=live_registry.auth)
+        assert r.status_code in (400, 404), r.text
+        r = c.get("/acr/v1/hello%00/_tags", auth=live_registry.auth)
+        assert r.status_code in (400, 404), r.text

@@ -283,6 +283,8 @@ class AuthService:
         """
         if not username or not password or len(username) > 255 or len(password) > 16384:
             return None
+        if "\x00" in username:  # no name holds NUL (nor can PostgreSQL text)
+            return None
         if username == NULL_GUID:
             return await self._refresh_identity(password, version)
         key = ("basic", hashlib.sha256(f"{username}\0{password}".encode()).digest())

@@ -88,7 +88,9 @@ class BlobUploadService:
         return UploadStatus(upload_id, 0)
 
     async def _session(self, target: Target, upload_id: str) -> Upload:
-        upload = await self.store.get_upload(upload_id)
+        # Every id this service hands out is a UUID: anything else (a NUL byte, which
+        # PostgreSQL text cannot even hold) names no upload and never reaches the store.
+        upload = await self.store.get_upload(upload_id) if _is_uuid(upload_id) else None
         if (
             upload is None
             or upload.registry_id != target.registry.id
@@ -353,6 +355,13 @@ class BlobUploadService:
                 await asyncio.gather(in_flight, return_exceptions=True)
             await writer.truncate(start)
             raise
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
 
 
 def _update_all(hasher: Hasher, buffers: list[bytes]) -> None:

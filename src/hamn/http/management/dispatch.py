@@ -24,6 +24,7 @@ from hamn.errors import (
     BODY_INCOMPLETE,
     BODY_INVALID,
     NOT_FOUND,
+    PARAMETER_INVALID,
     UNAUTHORIZED,
     UNSUPPORTED,
     HamnError,
@@ -180,6 +181,19 @@ async def _run(op: Operation, request: Request, authenticate: Authenticate) -> R
             "or a service principal's appId and secret, or a refresh token as Bearer",
             headers=_CHALLENGE,
         )
+    _refuse_nul(request)
     raw = await _read_body(request)
     body = _parse(raw, op.body) if op.body is not None else None
     return await op.handler(request, identity, body)
+
+
+def _refuse_nul(request: Request) -> None:
+    """No name, id or filter holds a NUL character (PostgreSQL text cannot hold one):
+    say so instead of letting the database fail the request."""
+    for key, value in [*request.path_params.items(), *request.query_params.multi_items()]:
+        if "\x00" in str(value) or "\x00" in key:
+            raise HamnError(
+                PARAMETER_INVALID,
+                f"{key[:40]!r} holds a NUL character",
+                detail={"parameter": key[:40]},
+            )
