@@ -190,10 +190,22 @@ def test_kill_mid_upload(own_server: Server) -> None:
 
 
 def _finish(client: httpx.Client, repo: str, loc: str, data: bytes, offset: int) -> None:
-    """Send the rest of ``data`` from ``offset`` and complete; the blob must be exact."""
-    r = client.patch(
-        loc, content=data[offset:], headers={"Content-Range": f"{offset}-{len(data) - 1}"}
-    )
+    """Send the rest of ``data`` from ``offset`` and complete; the blob must be exact.
+
+    On object storage the upload's writer lease of the killed server is normally taken
+    over at once (a dead process of this host); should the kill not have completed yet,
+    the upload is busy until the lease expires, and a client retries after Retry-After,
+    as this does (bounded by the lease's 30 s).
+    """
+    deadline = time.monotonic() + 40
+    while True:
+        r = client.patch(
+            loc, content=data[offset:], headers={"Content-Range": f"{offset}-{len(data) - 1}"}
+        )
+        if r.status_code != 409 or time.monotonic() > deadline:
+            break
+        expect_error(r, 409, "BLOB_UPLOAD_BUSY")
+        time.sleep(float(r.headers["Retry-After"]))
     loc = location(expect_status(r, 202))
     expect_status(client.put(with_query(loc, digest=digest_of(data))), 201)
     assert get_blob(client, repo, digest_of(data)) == data

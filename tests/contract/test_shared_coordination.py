@@ -10,6 +10,7 @@ Each case uses two store objects on one database, as two server processes would.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -198,8 +199,22 @@ def test_a_lease_of_a_dead_process_of_this_host_is_taken_over_at_once(
     try:
         assert alive.stdout is not None and alive.stdout.readline().strip() == "True"
 
+        # A holder killed but not reaped yet (a zombie, as a killed server's workers are
+        # until init reaps them) holds nothing either.
+        zombie = subprocess.Popen(
+            [sys.executable, "-c", _HOLD, url, "upload:zombie", "exit"], stdout=subprocess.PIPE
+        )
+        assert zombie.stdout is not None and zombie.stdout.readline().strip() == b"True"
+        deadline = time.monotonic() + 30
+        while _state(zombie.pid) != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _state(zombie.pid) == "Z"
+
         async def scenario() -> None:
             taken = await try_lease(leases, "upload:dead")
+            assert taken is not None
+            await taken.release()
+            taken = await try_lease(leases, "upload:zombie")
             assert taken is not None
             await taken.release()
             assert await try_lease(leases, "upload:alive") is None
@@ -210,6 +225,12 @@ def test_a_lease_of_a_dead_process_of_this_host_is_taken_over_at_once(
                 await wait_lease(leases, "upload:remote", wait=1.5)
 
         run(scenario())
+        zombie.wait()
     finally:
         alive.kill()
         alive.wait()
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rpartition(")")[2].split()[0]

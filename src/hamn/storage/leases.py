@@ -117,14 +117,18 @@ _RELEASING: set[asyncio.Task[None]] = set()
 
 def _process_start(pid: int | str) -> str | None:
     """A process's start time in clock ticks since boot (``/proc/<pid>/stat`` field 22),
-    which tells a live process from a later one that reuses its PID; None if gone."""
+    which tells a live process from a later one that reuses its PID; None if gone (or a
+    zombie: a killed server's workers linger as zombies until their new parent reaps them)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             stat = fh.read().decode("ascii", "replace")
     except OSError:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after its end.
-    return stat.rpartition(")")[2].split()[19]
+    fields = stat.rpartition(")")[2].split()
+    if fields[0] in ("Z", "X"):
+        return None  # killed, waiting to be reaped: it holds nothing any more
+    return fields[19]
 
 
 def _this_host() -> str:
