@@ -21,7 +21,7 @@ import hashlib
 import hmac
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
@@ -75,31 +75,20 @@ class SignedGrant:
 
 
 class UrlSigner:
-    """Signs grants with one key and accepts the signature of any of its keys.
+    """Signs grants with one key (derived from the server key, so every process sharing
+    ``secret_key`` accepts the others' links) and checks signatures in constant time."""
 
-    ``previous`` keys are accepted but never used to sign: a deployment that
-    changes its server key keeps honouring the links it handed out under the old
-    one until they expire, if it is given the old key too.
-    """
-
-    def __init__(self, key: bytes, *, previous: Sequence[bytes] = ()) -> None:
-        self._keys = (key, *previous)
+    def __init__(self, key: bytes) -> None:
+        self._key = key
 
     def sign(self, grant: BlobGrant) -> str:
-        """The signature of ``grant`` under the current key."""
-        return self._mac(self._keys[0], grant)
+        """The signature of ``grant``."""
+        return self._mac(self._key, grant)
 
     def valid(self, grant: BlobGrant, signature: str) -> bool:
-        """Whether ``signature`` is one of our keys' signature of ``grant`` (expiry aside).
-
-        Compared in constant time, so timing reveals nothing of the right signature.
-        """
+        """Whether ``signature`` is our signature of ``grant`` (expiry aside)."""
         offered = signature.encode("ascii", "replace")
-        found = False
-        for key in self._keys:
-            # Every key is tried, even after a match: the time taken does not say which.
-            found |= hmac.compare_digest(self._mac(key, grant).encode(), offered)
-        return found
+        return hmac.compare_digest(self._mac(self._key, grant).encode(), offered)
 
     @staticmethod
     def _mac(key: bytes, grant: BlobGrant) -> str:
