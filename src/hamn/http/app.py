@@ -24,7 +24,7 @@ from hamn.config import Settings
 from hamn.errors import HamnError
 from hamn.http.acr import AcrMetadataApi
 from hamn.http.acr_deleted import AcrDeletedApi
-from hamn.http.auth import FailureLimiter, RequestAuth
+from hamn.http.auth import RequestAuth
 from hamn.http.errors import handle_exception
 from hamn.http.management import management_routes
 from hamn.http.observability import (
@@ -186,11 +186,7 @@ def create_app(settings: Settings, *, prepare_database: bool = True) -> ASGIApp:
         auth,
         registry,
         scheme=settings.scheme,
-        limiter=FailureLimiter(
-            per_user=settings.auth_failures_per_user,
-            per_address=settings.auth_failures_per_address,
-        ),
-        shared_limits=SharedSignInLimits(
+        limits=SharedSignInLimits(
             SignInFailureStore(store),
             per_user=settings.auth_failures_per_user,
             per_address=settings.auth_failures_per_address,

@@ -13,8 +13,9 @@
   - A registry that does not exist answers exactly as one the caller may not use.
 * ``/oauth2/token`` (GET with Basic, POST with a form) and ``/oauth2/exchange`` issue
   tokens: the grant is the intersection of what is asked and what is held.
-* Failed credential checks are counted per client address and per (address, username);
-  past the limit every attempt is refused with 429 ``TOOMANYREQUESTS`` and
+* Failed credential checks are counted per client address and per (address, username),
+  in the database so the limit holds across every process of a deployment; past it
+  every attempt is refused with 429 ``TOOMANYREQUESTS`` and
   ``Retry-After`` before any password is checked.
 
 The ``service`` (a token's audience) is the host the client reached: the login server
@@ -26,10 +27,6 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import math
-import time
-from collections import OrderedDict, deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -64,7 +61,6 @@ from hamn.errors import (
     NAME_INVALID,
     NAME_UNKNOWN,
     PARAMETER_INVALID,
-    TOOMANYREQUESTS,
     UNAUTHORIZED,
     UNSUPPORTED,
     HamnError,
@@ -93,63 +89,6 @@ class Caller:
     access: tuple[Scope, ...] | None = None
 
 
-class FailureLimiter:
-    """Counts failed credential checks in a sliding window and refuses past a limit.
-
-    Two keys per attempt: the client address (``per_address`` failures a window) and
-    the (address, username) pair (``per_user``), so one address cannot guess many
-    passwords, and guessing one user's password from one place stops early, while the
-    same user elsewhere is not locked out.
-    """
-
-    def __init__(
-        self,
-        per_user: int = 10,
-        per_address: int = 100,
-        window: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
-        max_keys: int = 100_000,
-    ) -> None:
-        self.per_user = per_user
-        self.per_address = per_address
-        self.window = window
-        self._clock = clock
-        self._max_keys = max_keys
-        self._failures: OrderedDict[tuple[str, ...], deque[float]] = OrderedDict()
-
-    def _keys(self, address: str, username: str) -> list[tuple[tuple[str, ...], int]]:
-        return [((address,), self.per_address), ((address, username.lower()), self.per_user)]
-
-    def check(self, address: str, username: str) -> None:
-        """Raise 429 when either key is at its limit."""
-        now = self._clock()
-        for key, limit in self._keys(address, username):
-            times = self._failures.get(key)
-            if times is None:
-                continue
-            while times and times[0] <= now - self.window:
-                times.popleft()
-            if len(times) >= limit:
-                retry = max(1, math.ceil(times[0] + self.window - now))
-                raise HamnError(
-                    TOOMANYREQUESTS,
-                    f"too many failed sign-ins; retry in {retry} s",
-                    headers={"Retry-After": str(retry)},
-                )
-
-    def failed(self, address: str, username: str) -> None:
-        """Count one failure against both keys."""
-        now = self._clock()
-        for key, limit in self._keys(address, username):
-            times = self._failures.get(key)
-            if times is None:
-                times = self._failures[key] = deque(maxlen=limit)
-            self._failures.move_to_end(key)
-            times.append(now)
-        while len(self._failures) > self._max_keys:
-            self._failures.popitem(last=False)
-
-
 def _client_address(request: Request) -> str:
     return request.client.host if request.client else "-"
 
@@ -176,16 +115,12 @@ class RequestAuth:
         registry: RegistryService,
         *,
         scheme: str,
-        limiter: FailureLimiter | None = None,
-        shared_limits: SharedSignInLimits | None = None,
+        limits: SharedSignInLimits,
     ) -> None:
         self.auth = auth
         self.registry = registry
         self.scheme = scheme
-        self.limiter = limiter or FailureLimiter()
-        # The in-process limiter stops a burst without a database round trip; the
-        # shared one holds the limit across every process of the deployment.
-        self.shared_limits = shared_limits
+        self.limits = limits
 
     # -- who is calling --------------------------------------------------------------------
     @staticmethod
@@ -227,14 +162,10 @@ class RequestAuth:
     ) -> Identity:
         """Basic credentials to an identity, rate limited; 401 or 429 otherwise."""
         address = _client_address(request)
-        self.limiter.check(address, username)
-        if self.shared_limits is not None:
-            await self.shared_limits.check(address, username)
+        await self.limits.check(address, username)
         identity = await self.auth.authenticate_basic(username, password, version)
         if identity is None:
-            self.limiter.failed(address, username)
-            if self.shared_limits is not None:
-                await self.shared_limits.failed(address, username)
+            await self.limits.failed(address, username)
             log.info("failed sign-in for %r from %s", username[:100], address)
             raise self.unauthorized(request, _BAD_CREDENTIALS)
         return identity

@@ -1,9 +1,7 @@
 """Limits on failed sign-ins shared by every process of a deployment.
 
-Each server process also keeps its own in-memory limiter (``hamn.http.auth``),
-which stops a burst without a database round trip; this one makes the limit
-hold across processes and hosts, where per-process counts would multiply it by
-the number of processes.
+Counted in the database: per-process counts would multiply the limit by the
+number of processes (and hosts) of a deployment.
 
 The count is a sliding-window estimate from fixed windows: the failures of the
 current window plus the previous window's, weighted by how much of it still
