@@ -85,7 +85,8 @@ async def prepare_service(settings: Settings, store: MetadataStore) -> str | Non
     if settings.default_registry:
         await store.ensure_registry(settings.default_registry)
     auth = _auth_service(settings, store)
-    await auth.ensure_signing_key()
+    # Loading the keyring makes (or rotates) the signing key, and proves this server's
+    # key unseals it.
     await auth.check_server_key()
     return await auth.bootstrap_owner(
         settings.bootstrap_username, settings.bootstrap_password or None
