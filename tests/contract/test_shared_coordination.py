@@ -21,7 +21,7 @@ from test_metadata_store import engine, store  # noqa: F401
 from hamn.errors import TOOMANYREQUESTS, HamnError
 from hamn.metadata.leases import LeaseStore
 from hamn.metadata.sign_in_failures import SignInFailureStore
-from hamn.metadata.store import MetadataStore
+from hamn.metadata.store import MetadataStore, MetadataUnavailable
 from hamn.services.sign_in_limits import SharedSignInLimits
 from hamn.storage.base import StorageBusy
 from hamn.storage.leases import holding, try_lease, wait_lease
@@ -234,3 +234,35 @@ def test_a_lease_of_a_dead_process_of_this_host_is_taken_over_at_once(
 def _state(pid: int) -> str:
     with open(f"/proc/{pid}/stat") as fh:
         return fh.read().rpartition(")")[2].split()[0]
+
+
+class _AwayOnce(LeaseStore):
+    """The real lease record, whose first release finds the database away."""
+
+    failed = False
+
+    async def release(self, name: str, holder: str) -> None:
+        if not self.failed:
+            self.failed = True
+            raise MetadataUnavailable("OperationalError")
+        await super().release(name, holder)
+
+
+def test_a_release_the_database_missed_is_retried_and_never_raises(
+    store: MetadataStore, other: MetadataStore
+) -> None:
+    away = _AwayOnce(store)
+
+    async def scenario() -> None:
+        held = await try_lease(away, "blob:x", ttl=30)
+        assert held is not None
+        await held.release()  # the database is away: no exception for the caller...
+        assert away.failed
+        # ...and the lease is freed once it answers, long before its 30 s are up.
+        deadline = time.monotonic() + 5
+        while (got := await try_lease(LeaseStore(other), "blob:x")) is None:
+            assert time.monotonic() < deadline, "the release was not retried"
+            await asyncio.sleep(0.1)
+        await got.release()
+
+    run(scenario())

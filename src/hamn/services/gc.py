@@ -186,10 +186,7 @@ class GarbageCollector:
         try:
             return await self._collect(dry_run=False, lease=lease)
         finally:
-            try:
-                await lease.release()
-            except Exception:  # it expires by itself
-                log.warning("could not release the collection lease", exc_info=True)
+            await lease.release()
 
     async def run_job(self, job: Job) -> None:
         """The handler of ``gc`` jobs: one collection. Another collection running

@@ -87,10 +87,10 @@ class HeldLease:
     async def release(self) -> None:
         """Stop renewing and give the lease up.
 
-        If the database is away, the release is tried again in the background until
-        it answers or the lease has expired by itself: otherwise the lease would keep
-        everyone else out for its whole ``ttl`` after the database came back (every
-        push of the same blob waiting on it).
+        Never raises: if the database is away, the release is tried again in the
+        background until it answers or the lease has expired by itself; otherwise the
+        lease would keep everyone else out for its whole ``ttl`` after the database
+        came back (every push of the same blob waiting on it).
         """
         self._renewing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -98,10 +98,10 @@ class HeldLease:
         try:
             await self.leases.release(self.name, self.holder)
         except Exception:
+            logger.warning("could not release the lease %s; retrying", self.name, exc_info=True)
             task = asyncio.create_task(self._release_later(time.monotonic() + self.ttl))
             _RELEASING.add(task)
             task.add_done_callback(_RELEASING.discard)
-            raise
 
     async def _release_later(self, expires: float) -> None:
         while time.monotonic() < expires:

@@ -388,7 +388,7 @@ class ObjectStorageDriver:
             await self._delete_all(found)
             return True
         finally:
-            await _release(lease)
+            await lease.release()
 
     async def _delete_all(self, found: Sequence[ObjectInfo]) -> None:
         # Later segments first: an interrupted removal leaves a shorter upload, never a gap.
@@ -429,7 +429,7 @@ class ObjectStorageDriver:
                 raise StorageNotFound(upload_id)
             kept = await self.cut(upload_id, chain, size, found)
         except BaseException:
-            await _release(lease)
+            await lease.release()
             raise
         return _ObjectUploadWriter(self, upload_id, lease, kept)
 
@@ -516,13 +516,6 @@ def _chain(found: Sequence[ObjectInfo], prefix: str) -> list[_Segment]:
             break
         offset += starts[offset]
     return chain
-
-
-async def _release(lease: HeldLease) -> None:
-    try:
-        await lease.release()
-    except Exception:  # the database is away: the lease expires by itself
-        logger.warning("could not release the lease %s", lease.name, exc_info=True)
 
 
 def _write_all(fd: int, buffers: Sequence[bytes]) -> None:
@@ -674,7 +667,7 @@ class _ObjectUploadWriter:
             self._spool = None
         self._spooled = 0
         if lease is not None:
-            await _release(lease)
+            await lease.release()
 
     async def close(self) -> None:
         if self._lease is None:
