@@ -1,7 +1,7 @@
 """``hamn config retention|soft-delete show|update``: ``az acr config retention`` and
 ``az acr config soft-delete``, a registry's policies.
 
-Retention enabled, garbage collection (``hamn serve``'s, or ``hamn gc``) deletes the
+Retention enabled, garbage collection (a job worker's, or ``hamn gc``) deletes the
 untagged manifests nothing needs once they have been untagged for ``--days`` (0: at the
 next collection); only manifests untagged after it was enabled count, and locked ones
 stay, as in ACR. Its commands print az's ``{"days", "lastUpdatedTime", "status"}``.
